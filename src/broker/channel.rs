@@ -1,0 +1,533 @@
+//! A channel: its queue, its consumers with their RDY counts, the in-flight table with
+//! timeouts, and deferred (REQ with delay) messages. Lives on its topic's owner shard.
+//!
+//! Delivery is push-based: whenever a message or RDY capacity appears, [`Channel::pump`] hands
+//! messages to ready consumers in turn through a sink supplied by the shard, which writes frames
+//! to a local connection or batches them to another core.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use super::message::{Message, MessageId};
+
+/// A connection anywhere in the process: the core it lives on and its process-wide ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConsumerId {
+    /// Shard (core index) owning the connection.
+    pub shard: usize,
+    /// Process-wide connection ID.
+    pub conn: u64,
+}
+
+/// What a channel knows of a subscribed client, for delivery and `/stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// Where to deliver.
+    pub id: ConsumerId,
+    /// IDENTIFY `client_id` (or the remote host before IDENTIFY).
+    pub client_id: String,
+    /// IDENTIFY `hostname`.
+    pub hostname: String,
+    /// IDENTIFY `user_agent`.
+    pub user_agent: String,
+    /// `ip:port` of the peer.
+    pub remote_address: String,
+    /// Unix seconds when it connected.
+    pub connect_ts: i64,
+    /// In-flight timeout for this client.
+    pub msg_timeout: Duration,
+    /// IDENTIFY `sample_rate` (0 = all).
+    pub sample_rate: i32,
+}
+
+/// Per-consumer delivery state.
+#[derive(Debug)]
+pub struct Consumer {
+    /// Identity and settings.
+    pub info: ConsumerInfo,
+    /// Current RDY.
+    pub ready_count: u64,
+    /// Messages sent and not yet FIN/REQ/timed out.
+    pub in_flight_count: u64,
+    /// Messages delivered.
+    pub message_count: u64,
+    /// FINs.
+    pub finish_count: u64,
+    /// REQs.
+    pub requeue_count: u64,
+}
+
+impl Consumer {
+    fn is_ready(&self) -> bool {
+        self.ready_count > 0 && self.in_flight_count < self.ready_count
+    }
+}
+
+#[derive(Debug)]
+struct InFlight {
+    msg: Message,
+    owner: ConsumerId,
+    deadline: Instant,
+    delivered_at: Instant,
+}
+
+/// Why a FIN/REQ/TOUCH failed (nsqd's texts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InFlightError {
+    /// `ID not in flight`
+    NotInFlight,
+    /// `client does not own message`
+    NotOwner,
+}
+
+impl InFlightError {
+    /// nsqd's wording, used after `FIN <id> failed `.
+    pub fn text(self) -> &'static str {
+        match self {
+            InFlightError::NotInFlight => "ID not in flight",
+            InFlightError::NotOwner => "client does not own message",
+        }
+    }
+}
+
+/// Counters shown in `/stats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ChannelCounters {
+    /// Messages put into the channel (including deferred).
+    pub message_count: u64,
+    /// REQs.
+    pub requeue_count: u64,
+    /// In-flight timeouts.
+    pub timeout_count: u64,
+}
+
+/// One channel of a topic.
+#[derive(Debug)]
+pub struct Channel {
+    /// Channel name.
+    pub name: String,
+    /// `#ephemeral`: overflow is dropped and the channel goes away with its last consumer.
+    pub ephemeral: bool,
+    /// Paused channels deliver to no client.
+    pub paused: bool,
+    /// Counters for `/stats`.
+    pub counters: ChannelCounters,
+    queue: VecDeque<Message>,
+    in_flight: FxHashMap<MessageId, InFlight>,
+    timeouts: BinaryHeap<Reverse<(Instant, MessageId)>>,
+    deferred: BinaryHeap<Reverse<(Instant, u64)>>,
+    deferred_msgs: FxHashMap<u64, Message>,
+    deferred_seq: u64,
+    consumers: Vec<Consumer>,
+    next_consumer: usize,
+    /// Set once a consumer has joined: an ephemeral channel is deleted when the last one leaves.
+    had_consumer: bool,
+}
+
+impl Channel {
+    /// An empty channel.
+    pub fn new(name: &str) -> Self {
+        Channel {
+            name: name.to_string(),
+            ephemeral: crate::protocol::names::is_ephemeral(name),
+            paused: false,
+            counters: ChannelCounters::default(),
+            queue: VecDeque::new(),
+            in_flight: FxHashMap::default(),
+            timeouts: BinaryHeap::new(),
+            deferred: BinaryHeap::new(),
+            deferred_msgs: FxHashMap::default(),
+            deferred_seq: 0,
+            consumers: Vec::new(),
+            next_consumer: 0,
+            had_consumer: false,
+        }
+    }
+
+    /// Messages waiting in memory (excludes in-flight and deferred).
+    pub fn depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Messages delivered and not yet finished.
+    pub fn in_flight_count(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Messages waiting for their REQ delay or DPUB deferral.
+    pub fn deferred_count(&self) -> usize {
+        self.deferred_msgs.len()
+    }
+
+    /// Subscribed consumers.
+    pub fn consumers(&self) -> &[Consumer] {
+        &self.consumers
+    }
+
+    /// Whether `n` more messages fit under `mem_queue_size` (ephemeral channels always accept
+    /// and drop the overflow).
+    pub fn has_room(&self, n: usize, mem_queue_size: usize) -> bool {
+        self.ephemeral || self.queue.len() + n <= mem_queue_size
+    }
+
+    /// Puts a message in the channel: deferred until `defer_until`, or queued.
+    /// An ephemeral channel drops what exceeds `mem_queue_size`, as nsqd does.
+    pub fn put(&mut self, msg: Message, defer_until: Option<Instant>, mem_queue_size: usize) {
+        self.counters.message_count += 1;
+        match defer_until {
+            Some(due) => self.defer(msg, due),
+            None => {
+                if self.ephemeral && self.queue.len() >= mem_queue_size {
+                    return;
+                }
+                self.queue.push_back(msg);
+            }
+        }
+    }
+
+    fn defer(&mut self, msg: Message, due: Instant) {
+        self.deferred_seq += 1;
+        self.deferred.push(Reverse((due, self.deferred_seq)));
+        self.deferred_msgs.insert(self.deferred_seq, msg);
+    }
+
+    /// Adds a consumer (RDY starts at 0). Returns false if `max_consumers` (non-zero) is reached.
+    pub fn add_consumer(&mut self, info: ConsumerInfo, max_consumers: usize) -> bool {
+        if max_consumers > 0 && self.consumers.len() >= max_consumers {
+            return false;
+        }
+        self.had_consumer = true;
+        self.consumers.push(Consumer {
+            info,
+            ready_count: 0,
+            in_flight_count: 0,
+            message_count: 0,
+            finish_count: 0,
+            requeue_count: 0,
+        });
+        true
+    }
+
+    /// Removes a consumer; its in-flight messages wait for their timeout, as in nsqd.
+    pub fn remove_consumer(&mut self, id: ConsumerId) {
+        self.consumers.retain(|c| c.info.id != id);
+    }
+
+    /// An ephemeral channel whose last consumer left is deleted.
+    pub fn should_delete(&self) -> bool {
+        self.ephemeral && self.had_consumer && self.consumers.is_empty()
+    }
+
+    fn consumer_mut(&mut self, id: ConsumerId) -> Option<&mut Consumer> {
+        self.consumers.iter_mut().find(|c| c.info.id == id)
+    }
+
+    /// Sets a consumer's RDY count.
+    pub fn set_ready(&mut self, id: ConsumerId, count: u64) {
+        if let Some(c) = self.consumer_mut(id) {
+            c.ready_count = count;
+        }
+    }
+
+    fn take_owned(
+        &mut self,
+        id: ConsumerId,
+        msg_id: &MessageId,
+    ) -> Result<InFlight, InFlightError> {
+        match self.in_flight.get(msg_id) {
+            None => Err(InFlightError::NotInFlight),
+            Some(f) if f.owner != id => Err(InFlightError::NotOwner),
+            Some(_) => {
+                let f = self.in_flight.remove(msg_id).expect("present");
+                if let Some(c) = self.consumer_mut(id) {
+                    c.in_flight_count = c.in_flight_count.saturating_sub(1);
+                }
+                Ok(f)
+            }
+        }
+    }
+
+    /// FIN: the message is done. Returns how long it was in flight.
+    pub fn finish(
+        &mut self,
+        id: ConsumerId,
+        msg_id: &MessageId,
+    ) -> Result<Duration, InFlightError> {
+        let f = self.take_owned(id, msg_id)?;
+        if let Some(c) = self.consumer_mut(id) {
+            c.finish_count += 1;
+        }
+        Ok(f.delivered_at.elapsed())
+    }
+
+    /// REQ: back to the queue now, or deferred by `delay`.
+    pub fn requeue(
+        &mut self,
+        id: ConsumerId,
+        msg_id: &MessageId,
+        delay: Duration,
+        now: Instant,
+    ) -> Result<(), InFlightError> {
+        let f = self.take_owned(id, msg_id)?;
+        self.counters.requeue_count += 1;
+        if let Some(c) = self.consumer_mut(id) {
+            c.requeue_count += 1;
+        }
+        if delay.is_zero() {
+            self.queue.push_back(f.msg);
+        } else {
+            self.defer(f.msg, now + delay);
+        }
+        Ok(())
+    }
+
+    /// TOUCH: a new deadline of now + the client's msg_timeout, capped at delivery +
+    /// `max_msg_timeout`.
+    pub fn touch(
+        &mut self,
+        id: ConsumerId,
+        msg_id: &MessageId,
+        now: Instant,
+        max_msg_timeout: Duration,
+    ) -> Result<(), InFlightError> {
+        let timeout = self
+            .consumers
+            .iter()
+            .find(|c| c.info.id == id)
+            .map(|c| c.info.msg_timeout)
+            .unwrap_or(max_msg_timeout);
+        let f = match self.in_flight.get_mut(msg_id) {
+            None => return Err(InFlightError::NotInFlight),
+            Some(f) if f.owner != id => return Err(InFlightError::NotOwner),
+            Some(f) => f,
+        };
+        let deadline = (now + timeout).min(f.delivered_at + max_msg_timeout);
+        f.deadline = deadline;
+        self.timeouts.push(Reverse((deadline, *msg_id)));
+        Ok(())
+    }
+
+    /// Moves expired in-flight messages back to the queue and due deferred messages into it.
+    /// Returns true if anything moved.
+    pub fn process_timers(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        while let Some(Reverse((deadline, msg_id))) = self.timeouts.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.timeouts.pop();
+            // Stale heap entries (FIN'd, or TOUCHed to a later deadline) are skipped.
+            let current = matches!(self.in_flight.get(&msg_id), Some(f) if f.deadline == deadline);
+            if !current {
+                continue;
+            }
+            let f = self.in_flight.remove(&msg_id).expect("present");
+            self.counters.timeout_count += 1;
+            if let Some(c) = self.consumer_mut(f.owner) {
+                c.in_flight_count = c.in_flight_count.saturating_sub(1);
+            }
+            self.queue.push_back(f.msg);
+            moved = true;
+        }
+        while let Some(Reverse((due, seq))) = self.deferred.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.deferred.pop();
+            if let Some(msg) = self.deferred_msgs.remove(&seq) {
+                self.queue.push_back(msg);
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// Hands queued messages to ready consumers in turn until the queue is empty or nobody is
+    /// ready. `sink(consumer, message)` sends the frame; `roll(sample_rate)` decides sampling.
+    pub fn pump(
+        &mut self,
+        now: Instant,
+        roll: &mut impl FnMut(i32) -> bool,
+        sink: &mut impl FnMut(ConsumerId, &Message),
+    ) -> usize {
+        if self.paused || self.consumers.is_empty() {
+            return 0;
+        }
+        let mut delivered = 0;
+        while !self.queue.is_empty() {
+            let Some(idx) = self.next_ready() else { break };
+            let mut msg = self.queue.pop_front().expect("non-empty");
+            let consumer = &mut self.consumers[idx];
+            if consumer.info.sample_rate > 0 && !roll(consumer.info.sample_rate) {
+                continue;
+            }
+            msg.attempts = msg.attempts.wrapping_add(1);
+            consumer.in_flight_count += 1;
+            consumer.message_count += 1;
+            let id = consumer.info.id;
+            let deadline = now + consumer.info.msg_timeout;
+            sink(id, &msg);
+            self.timeouts.push(Reverse((deadline, msg.id)));
+            self.in_flight.insert(
+                msg.id,
+                InFlight {
+                    msg,
+                    owner: id,
+                    deadline,
+                    delivered_at: now,
+                },
+            );
+            delivered += 1;
+        }
+        delivered
+    }
+
+    /// Round-robin over consumers, starting after the last one served.
+    fn next_ready(&mut self) -> Option<usize> {
+        let n = self.consumers.len();
+        for step in 0..n {
+            let idx = (self.next_consumer + step) % n;
+            if self.consumers[idx].is_ready() {
+                self.next_consumer = (idx + 1) % n;
+                return Some(idx);
+            }
+        }
+        None
+    }
+
+    /// Drops queued, in-flight and deferred messages and resets consumers' in-flight counts
+    /// (nsqd's channel empty).
+    pub fn empty(&mut self) {
+        self.queue.clear();
+        self.in_flight.clear();
+        self.timeouts.clear();
+        self.deferred.clear();
+        self.deferred_msgs.clear();
+        for c in &mut self.consumers {
+            c.in_flight_count = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn info(conn: u64) -> ConsumerInfo {
+        ConsumerInfo {
+            id: ConsumerId { shard: 0, conn },
+            client_id: String::new(),
+            hostname: String::new(),
+            user_agent: String::new(),
+            remote_address: String::new(),
+            connect_ts: 0,
+            msg_timeout: Duration::from_secs(60),
+            sample_rate: 0,
+        }
+    }
+
+    fn msg(n: u8) -> Message {
+        let mut id = *b"000000000000000_";
+        id[15] = b'0' + n;
+        Message::new(id, 0, Bytes::from(vec![n]))
+    }
+
+    fn pump_all(ch: &mut Channel, now: Instant) -> Vec<(u64, Message)> {
+        let mut out = Vec::new();
+        ch.pump(now, &mut |_| true, &mut |c, m| {
+            out.push((c.conn, m.clone()))
+        });
+        out
+    }
+
+    #[test]
+    fn rdy_limits_and_round_robin() {
+        let now = Instant::now();
+        let mut ch = Channel::new("c");
+        ch.add_consumer(info(1), 0);
+        ch.add_consumer(info(2), 0);
+        for i in 0..5 {
+            ch.put(msg(i), None, 100);
+        }
+        assert!(pump_all(&mut ch, now).is_empty(), "RDY 0 gets nothing");
+        ch.set_ready(ConsumerId { shard: 0, conn: 1 }, 1);
+        ch.set_ready(ConsumerId { shard: 0, conn: 2 }, 2);
+        let got = pump_all(&mut ch, now);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got.iter().filter(|(c, _)| *c == 1).count(), 1);
+        assert!(got.iter().all(|(_, m)| m.attempts == 1));
+        assert_eq!(ch.depth(), 2);
+        assert_eq!(ch.in_flight_count(), 3);
+    }
+
+    #[test]
+    fn fin_req_touch_and_ownership() {
+        let now = Instant::now();
+        let mut ch = Channel::new("c");
+        let a = ConsumerId { shard: 0, conn: 1 };
+        let b = ConsumerId { shard: 0, conn: 2 };
+        ch.add_consumer(info(1), 0);
+        ch.add_consumer(info(2), 0);
+        ch.set_ready(a, 10);
+        ch.put(msg(1), None, 10);
+        let got = pump_all(&mut ch, now);
+        let id = got[0].1.id;
+        assert_eq!(ch.finish(b, &id), Err(InFlightError::NotOwner));
+        assert_eq!(ch.touch(a, &id, now, Duration::from_secs(900)), Ok(()));
+        assert_eq!(ch.requeue(a, &id, Duration::ZERO, now), Ok(()));
+        assert_eq!(ch.finish(a, &id), Err(InFlightError::NotInFlight));
+        let again = pump_all(&mut ch, now);
+        assert_eq!(again[0].1.attempts, 2, "attempts count redeliveries");
+        assert!(ch.finish(a, &id).is_ok());
+        assert_eq!(ch.counters.requeue_count, 1);
+    }
+
+    #[test]
+    fn timeout_redelivers_and_deferred_waits() {
+        let now = Instant::now();
+        let mut ch = Channel::new("c");
+        let mut i = info(1);
+        i.msg_timeout = Duration::from_secs(1);
+        ch.add_consumer(i, 0);
+        ch.set_ready(ConsumerId { shard: 0, conn: 1 }, 10);
+        ch.put(msg(1), None, 10);
+        ch.put(msg(2), Some(now + Duration::from_secs(5)), 10);
+        assert_eq!(pump_all(&mut ch, now).len(), 1);
+        assert_eq!(ch.deferred_count(), 1);
+        assert!(!ch.process_timers(now + Duration::from_millis(500)));
+        assert!(ch.process_timers(now + Duration::from_secs(2)));
+        assert_eq!(ch.counters.timeout_count, 1);
+        assert_eq!(
+            pump_all(&mut ch, now + Duration::from_secs(2))[0]
+                .1
+                .attempts,
+            2
+        );
+        assert!(ch.process_timers(now + Duration::from_secs(6)));
+        assert_eq!(ch.deferred_count(), 0);
+    }
+
+    #[test]
+    fn ephemeral_drops_overflow_and_deletes_after_last_consumer() {
+        let mut ch = Channel::new("c#ephemeral");
+        for i in 0..5 {
+            ch.put(msg(i), None, 2);
+        }
+        assert_eq!(ch.depth(), 2);
+        assert!(!ch.should_delete());
+        ch.add_consumer(info(1), 0);
+        ch.remove_consumer(ConsumerId { shard: 0, conn: 1 });
+        assert!(ch.should_delete());
+    }
+
+    #[test]
+    fn max_consumers_is_enforced() {
+        let mut ch = Channel::new("c");
+        assert!(ch.add_consumer(info(1), 1));
+        assert!(!ch.add_consumer(info(2), 1));
+    }
+}

@@ -1,0 +1,6 @@
+//! The message model, independent of IO: messages and their IDs, topics, channels.
+
+pub mod channel;
+pub mod guid;
+pub mod message;
+pub mod topic;

@@ -1,0 +1,195 @@
+//! A topic: ID generation, fan-out of every message to every channel, and the backlog that
+//! waits for the first channel (or for an unpause). Lives on its owner shard.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::channel::Channel;
+use super::guid::GuidFactory;
+use super::message::Message;
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    /// The in-memory queue is full and the disk backend is not built yet.
+    QueueFull { mem_queue_size: usize },
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::QueueFull { mem_queue_size } => {
+                write!(
+                    f,
+                    "memory queue full (--mem-queue-size={mem_queue_size}, no disk backend)"
+                )
+            }
+        }
+    }
+}
+
+/// One topic and its channels.
+#[derive(Debug)]
+pub struct Topic {
+    /// Topic name.
+    pub name: String,
+    /// `#ephemeral`: never persisted; deleted when its last channel goes.
+    pub ephemeral: bool,
+    /// A paused topic keeps messages in its backlog instead of fanning them out.
+    pub paused: bool,
+    /// Channels by name (sorted, as `/stats` lists them).
+    pub channels: BTreeMap<String, Channel>,
+    /// Messages accepted.
+    pub message_count: u64,
+    /// Bytes of message bodies accepted.
+    pub message_bytes: u64,
+    backlog: VecDeque<(Message, Option<Instant>)>,
+    guid: GuidFactory,
+}
+
+impl Topic {
+    /// A new topic whose IDs carry `node_id`.
+    pub fn new(name: &str, node_id: i64) -> Self {
+        Topic {
+            name: name.to_string(),
+            ephemeral: crate::protocol::names::is_ephemeral(name),
+            paused: false,
+            channels: BTreeMap::new(),
+            message_count: 0,
+            message_bytes: 0,
+            backlog: VecDeque::new(),
+            guid: GuidFactory::new(node_id),
+        }
+    }
+
+    /// Messages waiting in the topic itself (no channel yet, or paused).
+    pub fn depth(&self) -> usize {
+        self.backlog.len()
+    }
+
+    fn fans_out(&self) -> bool {
+        !self.paused && !self.channels.is_empty()
+    }
+
+    /// Whether `n` messages can be accepted without dropping any.
+    fn has_room(&self, n: usize, mem_queue_size: usize) -> bool {
+        if self.fans_out() {
+            self.channels
+                .values()
+                .all(|c| c.has_room(n, mem_queue_size))
+        } else {
+            self.ephemeral || self.backlog.len() + n <= mem_queue_size
+        }
+    }
+
+    /// Accepts a batch of bodies (all or none), assigning IDs and fanning out to every channel.
+    pub fn publish(
+        &mut self,
+        bodies: &[Bytes],
+        defer_until: Option<Instant>,
+        now_ns: i64,
+        mem_queue_size: usize,
+    ) -> Result<(), PublishError> {
+        if !self.has_room(bodies.len(), mem_queue_size) {
+            return Err(PublishError::QueueFull { mem_queue_size });
+        }
+        for body in bodies {
+            let msg = Message::new(self.guid.next_id(now_ns), now_ns, body.clone());
+            self.message_count += 1;
+            self.message_bytes += body.len() as u64;
+            if self.fans_out() {
+                self.fan_out(msg, defer_until, mem_queue_size);
+            } else if !self.ephemeral || self.backlog.len() < mem_queue_size {
+                self.backlog.push_back((msg, defer_until));
+            }
+        }
+        Ok(())
+    }
+
+    fn fan_out(&mut self, msg: Message, defer_until: Option<Instant>, mem_queue_size: usize) {
+        let mut channels = self.channels.values_mut().peekable();
+        while let Some(ch) = channels.next() {
+            if channels.peek().is_some() {
+                ch.put(msg.clone(), defer_until, mem_queue_size);
+            } else {
+                ch.put(msg, defer_until, mem_queue_size);
+                break;
+            }
+        }
+    }
+
+    /// Moves the backlog into the channels once there is somewhere to send it.
+    pub fn drain_backlog(&mut self, mem_queue_size: usize) {
+        if !self.fans_out() {
+            return;
+        }
+        while let Some((msg, defer_until)) = self.backlog.pop_front() {
+            self.fan_out(msg, defer_until, mem_queue_size);
+        }
+    }
+
+    /// Gets or creates a channel; a new channel receives the backlog (nsqd gives the messages
+    /// published before any channel existed to the first channel).
+    pub fn channel_mut(&mut self, name: &str, mem_queue_size: usize) -> &mut Channel {
+        if !self.channels.contains_key(name) {
+            self.channels.insert(name.to_string(), Channel::new(name));
+            self.drain_backlog(mem_queue_size);
+        }
+        self.channels.get_mut(name).expect("inserted")
+    }
+
+    /// Drops the topic's own backlog (nsqd's topic empty).
+    pub fn empty(&mut self) {
+        self.backlog.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bodies(n: usize) -> Vec<Bytes> {
+        (0..n).map(|i| Bytes::from(format!("m{i}"))).collect()
+    }
+
+    #[test]
+    fn backlog_goes_to_first_channel_only() {
+        let mut t = Topic::new("t", 1);
+        t.publish(&bodies(3), None, 1 << 40, 100).unwrap();
+        assert_eq!(t.depth(), 3);
+        t.channel_mut("a", 100);
+        t.channel_mut("b", 100);
+        assert_eq!(t.channels["a"].depth(), 3);
+        assert_eq!(t.channels["b"].depth(), 0);
+        t.publish(&bodies(2), None, 1 << 40, 100).unwrap();
+        assert_eq!(t.channels["a"].depth(), 5);
+        assert_eq!(t.channels["b"].depth(), 2);
+        assert_eq!(t.message_count, 5);
+    }
+
+    #[test]
+    fn full_queue_refuses_whole_batch() {
+        let mut t = Topic::new("t", 1);
+        t.channel_mut("a", 3);
+        t.publish(&bodies(2), None, 1 << 40, 3).unwrap();
+        assert_eq!(
+            t.publish(&bodies(2), None, 1 << 40, 3),
+            Err(PublishError::QueueFull { mem_queue_size: 3 })
+        );
+        assert_eq!(t.channels["a"].depth(), 2);
+    }
+
+    #[test]
+    fn paused_topic_holds_messages_until_unpaused() {
+        let mut t = Topic::new("t", 1);
+        t.channel_mut("a", 10);
+        t.paused = true;
+        t.publish(&bodies(2), None, 1 << 40, 10).unwrap();
+        assert_eq!(t.channels["a"].depth(), 0);
+        t.paused = false;
+        t.drain_backlog(10);
+        assert_eq!(t.channels["a"].depth(), 2);
+    }
+}

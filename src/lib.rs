@@ -1,0 +1,24 @@
+//! nsqd-uring: a drop-in replacement for NSQ's `nsqd`, thread-per-core on io_uring.
+//!
+//! Module map (a PUB's path: `protocol::codec` parses it, `protocol::connection` routes it through
+//! `shard`, which applies it on the topic's owner core directly or via `mesh`, where
+//! `broker::topic` fans it out and `broker::channel` delivers it):
+
+/// The message model: messages and IDs, topics, channels (no IO).
+pub mod broker;
+/// nsqd-shaped log lines through tracing.
+pub mod logging;
+/// The messages that cross cores and their batching.
+pub mod mesh;
+/// Command line, config file and validation.
+pub mod options;
+/// Protocol V2: wire format and the per-connection IO loop.
+pub mod protocol;
+/// Executors per core, limits, signals, start-up and shutdown.
+pub mod runtime;
+/// Resolved runtime settings shared by all cores.
+pub mod settings;
+/// One core's world: owned topics, its connections, routing.
+pub mod shard;
+/// Single-waiter wake-ups between tasks on one core.
+pub mod wakeup;

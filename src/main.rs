@@ -1,0 +1,85 @@
+//! `nsqd`: parse options like nsqd, start the thread-per-core runtime, map the outcome to an
+//! exit status.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use nsqd_uring::logging;
+use nsqd_uring::options::{self, Options, Parsed};
+use nsqd_uring::protocol::codec::Limits;
+use nsqd_uring::runtime::{self, RuntimeConfig};
+use nsqd_uring::settings::Settings;
+
+fn main() -> ExitCode {
+    let opts = match options::parse_args(std::env::args_os()) {
+        Ok(Parsed::Run(opts)) => opts,
+        Ok(Parsed::Exit { message, code }) => {
+            println!("{message}");
+            return ExitCode::from(code as u8);
+        }
+        Err(e) => {
+            eprintln!("nsqd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    logging::init(opts.log_level, &opts.log_prefix);
+    let unbuilt = opts.unbuilt_features();
+    if !unbuilt.is_empty() {
+        for msg in &unbuilt {
+            eprintln!("nsqd: {msg}");
+        }
+        return ExitCode::from(1);
+    }
+    if opts.mem_queue_size <= 0 {
+        eprintln!(
+            "nsqd: --mem-queue-size={} needs the disk backend, not built yet",
+            opts.mem_queue_size
+        );
+        return ExitCode::from(1);
+    }
+    let config = RuntimeConfig {
+        cores: opts.cores,
+        tcp_address: opts.tcp_address.clone(),
+        settings: settings_from(&opts),
+    };
+    match runtime::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            eprintln!("nsqd: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves the options every core reads into [`Settings`].
+fn settings_from(o: &Options) -> Settings {
+    let mut s = Settings {
+        limits: Limits {
+            max_msg_size: o.max_msg_size,
+            max_body_size: o.max_body_size,
+            max_rdy_count: o.max_rdy_count,
+            max_req_timeout_ms: o.max_req_timeout.as_millis() as i64,
+        },
+        max_msg_timeout: o.max_msg_timeout,
+        mem_queue_size: o.mem_queue_size as usize,
+        max_channel_consumers: o.max_channel_consumers.max(0) as usize,
+        node_id: o.node_id,
+        ..Settings::default()
+    };
+    let lim = &mut s.server_limits;
+    lim.max_heartbeat_interval = o.max_heartbeat_interval;
+    lim.min_output_buffer_timeout = o.min_output_buffer_timeout;
+    lim.max_output_buffer_timeout = o.max_output_buffer_timeout;
+    lim.max_output_buffer_size = o.max_output_buffer_size;
+    lim.max_msg_timeout = o.max_msg_timeout;
+    lim.max_rdy_count = o.max_rdy_count;
+    lim.max_deflate_level = o.max_deflate_level;
+    lim.topology_region = o.topology_region.clone();
+    lim.topology_zone = o.topology_zone.clone();
+    // nsqd's hidden client timeout is 60 s; the default heartbeat is half of it.
+    s.client_defaults.heartbeat_interval = Some(Duration::from_secs(30));
+    s.client_defaults.output_buffer_timeout = o.output_buffer_timeout;
+    s.client_defaults.msg_timeout = o.msg_timeout;
+    s
+}

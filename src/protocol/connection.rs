@@ -1,0 +1,356 @@
+//! One V2 connection on its core: the magic, the command loop (reader task) and the socket
+//! writer (writer task), both on io_uring. The reader decodes commands and routes them through
+//! the shard; replies, errors, heartbeats and message frames all go through the connection's
+//! output buffer, which the writer drains in whatever batches have accumulated.
+
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::codec::{self, ClientState, Command, DecodeContext, DecodeError};
+use super::errors::*;
+use super::frame;
+use super::identify::{self, ClientSettings, Features};
+use crate::broker::channel::{ConsumerId, ConsumerInfo};
+use crate::mesh::ChannelOp;
+use crate::settings::NSQD_VERSION;
+use crate::shard::Shard;
+use crate::shard::client::{ClientHandle, OUTPUT_HIGH_WATER};
+
+/// Bytes requested from the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// A new connection's read buffer starts small so idle connections stay cheap.
+const INITIAL_READ_BUFFER: usize = 1024;
+/// The protocol magic for V2.
+const MAGIC_V2: &[u8; 4] = b"  V2";
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
+    let Ok(remote) = stream.peer_addr() else {
+        return;
+    };
+    tracing::info!("TCP: new client({remote})");
+    let defaults = shard.settings.client_defaults.clone();
+    let _ = stream.set_read_timeout(defaults.heartbeat_interval.map(|h| h * 2));
+    let mut stream = stream;
+    let mut buf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
+    let mut magic = [0u8; 4];
+    if stream.read_exact(&mut magic).await.is_err() {
+        tracing::info!("TCP: client({remote}) closed before sending its protocol magic");
+        return;
+    }
+    if &magic != MAGIC_V2 {
+        tracing::error!(
+            "client({remote}) bad protocol magic '{}'",
+            String::from_utf8_lossy(&magic)
+        );
+        let mut out = BytesMut::new();
+        frame::put_error(&mut out, E_BAD_PROTOCOL.as_bytes());
+        let _ = stream.write_all(&out).await;
+        return;
+    }
+    let Some(writer) = dup_stream(&stream) else {
+        return;
+    };
+    let client = Rc::new(ClientHandle::new(
+        conn_id,
+        remote,
+        defaults.heartbeat_interval,
+    ));
+    shard.add_client(client.clone());
+    glommio::spawn_local(write_loop(client.clone(), writer)).detach();
+    let mut conn = Connection {
+        shard: shard.clone(),
+        client: client.clone(),
+        state: ClientState::Init,
+        settings: defaults,
+        client_id: remote.ip().to_string(),
+        hostname: remote.ip().to_string(),
+        user_agent: String::new(),
+        subscription: None,
+    };
+    conn.read_loop(&mut stream, &mut buf).await;
+    if let Some(owner) = conn.subscription.as_ref().map(|s| s.owner) {
+        shard.channel_op(owner, conn_id, ChannelOp::Leave);
+    }
+    client.close();
+    shard.remove_client(conn_id);
+    tracing::info!("PROTOCOL(V2): [{remote}] exiting ioloop");
+}
+
+/// A second handle on the same socket for the writer task, so reads and writes proceed
+/// independently on io_uring.
+fn dup_stream(stream: &TcpStream) -> Option<TcpStream> {
+    let fd = nix::unistd::dup(stream.as_raw_fd()).ok()?;
+    // SAFETY: `fd` was just created by dup(2) and is owned by nothing else; the new stream
+    // takes sole ownership and closes it on drop.
+    Some(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+/// Drains the connection's output to the socket until the connection closes.
+async fn write_loop(client: Rc<ClientHandle>, mut stream: TcpStream) {
+    let mut spare = BytesMut::new();
+    loop {
+        client
+            .writer_wakeup
+            .until(|| client.pending_output() > 0 || client.is_closing())
+            .await;
+        client.take_output(&mut spare);
+        if !spare.is_empty() {
+            let _ = stream.set_write_timeout(client.heartbeat());
+            if let Err(e) = stream.write_all(&spare).await {
+                tracing::info!("client({}) write failed: {e}", client.remote);
+                client.close();
+                break;
+            }
+            spare.clear();
+            if spare.capacity() > READ_CHUNK * 4 {
+                spare = BytesMut::new();
+            }
+            client.reader_wakeup.wake();
+        }
+        if client.is_closing() && client.pending_output() == 0 {
+            break;
+        }
+    }
+    // Wakes the reader (EOF) if it is still waiting on the socket.
+    let _ = nix::sys::socket::shutdown(stream.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}
+
+struct Subscription {
+    owner: usize,
+}
+
+/// The reader side's protocol state.
+struct Connection {
+    shard: Rc<Shard>,
+    client: Rc<ClientHandle>,
+    state: ClientState,
+    settings: ClientSettings,
+    client_id: String,
+    hostname: String,
+    user_agent: String,
+    subscription: Option<Subscription>,
+}
+
+/// Whether to keep reading after a command.
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Connection {
+    async fn read_loop(&mut self, stream: &mut TcpStream, buf: &mut BytesMut) {
+        let mut eof = false;
+        loop {
+            loop {
+                if self.client.is_closing() {
+                    return;
+                }
+                let ctx = DecodeContext {
+                    state: self.state,
+                    heartbeats_disabled: self.settings.heartbeat_interval.is_none(),
+                    limits: self.shard.settings.limits,
+                };
+                match codec::decode(buf, &ctx, eof) {
+                    Ok(Some(cmd)) => {
+                        if let Flow::Close = self.handle(cmd, stream).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(DecodeError::LineTooLong) => {
+                        tracing::error!(
+                            "client({}) command line too long; closing",
+                            self.client.remote
+                        );
+                        return;
+                    }
+                    Err(DecodeError::Protocol(e)) => {
+                        tracing::error!("client({}) {e}", self.client.remote);
+                        self.client.push_error(&e);
+                        return;
+                    }
+                }
+            }
+            if eof {
+                return;
+            }
+            if self.client.pending_output() > OUTPUT_HIGH_WATER {
+                let c = &self.client;
+                c.reader_wakeup
+                    .until(|| c.pending_output() <= OUTPUT_HIGH_WATER || c.is_closing())
+                    .await;
+            }
+            match read_some(stream, buf).await {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!("client({}) read failed: {e}", self.client.remote);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn consumer_info(&self) -> ConsumerInfo {
+        ConsumerInfo {
+            id: ConsumerId {
+                shard: self.shard.id,
+                conn: self.client.id,
+            },
+            client_id: self.client_id.clone(),
+            hostname: self.hostname.clone(),
+            user_agent: self.user_agent.clone(),
+            remote_address: self.client.remote.to_string(),
+            connect_ts: self.client.connect_ts,
+            msg_timeout: self.settings.msg_timeout,
+            sample_rate: self.settings.sample_rate,
+        }
+    }
+
+    fn fatal(&self, err: ProtocolError) -> Flow {
+        tracing::error!("client({}) {err}", self.client.remote);
+        self.client.push_error(&err);
+        Flow::Close
+    }
+
+    async fn handle(&mut self, cmd: Command, stream: &TcpStream) -> Flow {
+        match cmd {
+            Command::Nop => Flow::Continue,
+            Command::Identify(body) => self.identify(&body, stream),
+            Command::Auth(_) => self.fatal(ProtocolError::fatal(E_AUTH_DISABLED, "AUTH disabled")),
+            Command::Sub { topic, channel } => {
+                let info = self.consumer_info();
+                match self.shard.subscribe(&topic, &channel, info).await {
+                    Ok(()) => {
+                        self.state = ClientState::Subscribed;
+                        self.subscription = Some(Subscription {
+                            owner: self.shard.owner_of(&topic),
+                        });
+                        self.client.push_response(frame::OK);
+                        Flow::Continue
+                    }
+                    Err(e) => self.fatal(ProtocolError::fatal(
+                        E_SUB_FAILED,
+                        format!("SUB failed {e}"),
+                    )),
+                }
+            }
+            Command::Pub { topic, body } => {
+                self.publish(&topic, vec![body], 0, "PUB", E_PUB_FAILED)
+                    .await
+            }
+            Command::Mpub { topic, bodies } => {
+                self.publish(&topic, bodies, 0, "MPUB", E_MPUB_FAILED).await
+            }
+            Command::Dpub {
+                topic,
+                defer_ms,
+                body,
+            } => {
+                self.publish(&topic, vec![body], defer_ms, "DPUB", E_DPUB_FAILED)
+                    .await
+            }
+            Command::Rdy(n) => self.channel_op(ChannelOp::Ready(n)),
+            Command::Fin(id) => self.channel_op(ChannelOp::Finish(id)),
+            Command::Touch(id) => self.channel_op(ChannelOp::Touch(id)),
+            Command::Req {
+                id,
+                timeout_ms,
+                clamped_from,
+            } => {
+                if let Some(asked) = clamped_from {
+                    tracing::info!(
+                        "PROTOCOL(V2): [{}] REQ timeout {asked}ms clamped to {timeout_ms}ms",
+                        self.client.remote
+                    );
+                }
+                self.channel_op(ChannelOp::Requeue(id, timeout_ms))
+            }
+            Command::Cls => {
+                self.state = ClientState::Closing;
+                self.channel_op(ChannelOp::Ready(0));
+                self.client.push_response(frame::CLOSE_WAIT);
+                Flow::Continue
+            }
+        }
+    }
+
+    fn channel_op(&self, op: ChannelOp) -> Flow {
+        if let Some(sub) = &self.subscription {
+            self.shard.channel_op(sub.owner, self.client.id, op);
+        }
+        Flow::Continue
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        bodies: Vec<bytes::Bytes>,
+        defer_ms: u64,
+        cmd: &str,
+        code: &'static str,
+    ) -> Flow {
+        match self.shard.publish(topic, bodies, defer_ms).await {
+            Ok(()) => {
+                self.client.push_response(frame::OK);
+                Flow::Continue
+            }
+            Err(e) => self.fatal(ProtocolError::fatal(code, format!("{cmd} failed {e}"))),
+        }
+    }
+
+    fn identify(&mut self, body: &[u8], stream: &TcpStream) -> Flow {
+        let req = match identify::parse_identify(body) {
+            Ok(r) => r,
+            Err(e) => return self.fatal(e),
+        };
+        self.client_id = req.client_id.clone();
+        self.hostname = req.hostname.clone();
+        self.user_agent = req.user_agent.clone();
+        let lim = &self.shard.settings.server_limits;
+        let applied = self.settings.apply(&req, lim);
+        self.client.set_heartbeat(self.settings.heartbeat_interval);
+        let _ = stream.set_read_timeout(self.settings.heartbeat_interval.map(|h| h * 2));
+        if let Err(e) = applied {
+            return self.fatal(e);
+        }
+        if !req.feature_negotiation {
+            self.client.push_response(frame::OK);
+            return Flow::Continue;
+        }
+        match identify::negotiate(
+            &req,
+            &self.settings,
+            lim,
+            Features::default(),
+            false,
+            NSQD_VERSION,
+        ) {
+            Ok(n) => {
+                self.client.push_response(n.json.as_bytes());
+                Flow::Continue
+            }
+            Err(e) => self.fatal(e),
+        }
+    }
+}
+
+/// Reads what is available (up to [`READ_CHUNK`]) onto the end of `buf`.
+async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let start = buf.len();
+    let want = (buf.capacity() - start).clamp(INITIAL_READ_BUFFER, READ_CHUNK);
+    buf.resize(start + want, 0);
+    let result = stream.read(&mut buf[start..]).await;
+    let n = *result.as_ref().unwrap_or(&0);
+    buf.truncate(start + n);
+    result
+}
+
+/// How long [`serve`] waits for writers when shutting down.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_millis(200);

@@ -1,0 +1,84 @@
+//! nsqd's protocol errors: each code and text defined once, with its fatality.
+//!
+//! Only `E_FIN_FAILED`, `E_REQ_FAILED` and `E_TOUCH_FAILED` leave the connection open; every
+//! other error is followed by a close, exactly as nsqd does.
+
+use std::fmt;
+
+/// An error frame to send to the client: `<code> <description>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// The `E_*` code, e.g. `E_INVALID`.
+    pub code: &'static str,
+    /// The human text after the code.
+    pub text: String,
+    /// Whether nsqd closes the connection after sending it.
+    pub fatal: bool,
+}
+
+impl ProtocolError {
+    /// A fatal error: the frame is sent, then the connection is closed.
+    pub fn fatal(code: &'static str, text: impl Into<String>) -> Self {
+        ProtocolError {
+            code,
+            text: text.into(),
+            fatal: true,
+        }
+    }
+
+    /// A non-fatal error: the frame is sent and the connection stays open.
+    pub fn non_fatal(code: &'static str, text: impl Into<String>) -> Self {
+        ProtocolError {
+            code,
+            text: text.into(),
+            fatal: false,
+        }
+    }
+
+    /// `E_INVALID <text>`, fatal.
+    pub fn invalid(text: impl Into<String>) -> Self {
+        Self::fatal(E_INVALID, text)
+    }
+
+    /// The bytes of the error frame's data: code, one space, description.
+    pub fn frame_data(&self) -> String {
+        format!("{} {}", self.code, self.text)
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+/// State, arity, integer parsing, ranges, IDs, unknown commands.
+pub const E_INVALID: &str = "E_INVALID";
+/// Topic names.
+pub const E_BAD_TOPIC: &str = "E_BAD_TOPIC";
+/// Channel names.
+pub const E_BAD_CHANNEL: &str = "E_BAD_CHANNEL";
+/// IDENTIFY/AUTH bodies, MPUB outer size and count.
+pub const E_BAD_BODY: &str = "E_BAD_BODY";
+/// PUB/DPUB bodies and each MPUB message.
+pub const E_BAD_MESSAGE: &str = "E_BAD_MESSAGE";
+/// Runtime failure of a PUB.
+pub const E_PUB_FAILED: &str = "E_PUB_FAILED";
+/// Runtime failure of an MPUB.
+pub const E_MPUB_FAILED: &str = "E_MPUB_FAILED";
+/// Runtime failure of a DPUB.
+pub const E_DPUB_FAILED: &str = "E_DPUB_FAILED";
+/// FIN of a message not in flight for this client (non-fatal).
+pub const E_FIN_FAILED: &str = "E_FIN_FAILED";
+/// REQ of a message not in flight for this client (non-fatal).
+pub const E_REQ_FAILED: &str = "E_REQ_FAILED";
+/// TOUCH of a message not in flight for this client (non-fatal).
+pub const E_TOUCH_FAILED: &str = "E_TOUCH_FAILED";
+/// SUB could not add the client to the channel.
+pub const E_SUB_FAILED: &str = "E_SUB_FAILED";
+/// IDENTIFY negotiation failure.
+pub const E_IDENTIFY_FAILED: &str = "E_IDENTIFY_FAILED";
+/// AUTH sent while no auth server is configured.
+pub const E_AUTH_DISABLED: &str = "E_AUTH_DISABLED";
+/// The 4-byte magic was not `  V2`.
+pub const E_BAD_PROTOCOL: &str = "E_BAD_PROTOCOL";

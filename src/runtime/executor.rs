@@ -1,0 +1,147 @@
+//! One core's executor: its listener, its mesh links, its housekeeping tick, and the shutdown
+//! of everything it serves.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::net::TcpListener;
+
+use crate::mesh::MeshBatch;
+use crate::protocol::connection;
+use crate::settings::Settings;
+use crate::shard::Shard;
+
+/// Process-wide connection IDs (nsqd's client IDs start at 1).
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How often a shard checks heartbeats and the shutdown flag. In-flight timeouts and deferred
+/// messages are scanned on `queue_scan_interval`.
+const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
+
+/// What a starting executor tells the main thread.
+#[derive(Debug)]
+pub enum StartReport {
+    /// Its TCP listener is bound at this address.
+    Bound(usize, SocketAddr),
+    /// It is serving.
+    Started(usize),
+    /// It could not start.
+    Failed(usize, String),
+}
+
+/// Everything one executor needs to start.
+pub struct ShardPlan {
+    /// Core index (shard ID).
+    pub id: usize,
+    /// Number of shards.
+    pub nr_shards: usize,
+    /// Where to listen (port already resolved for shards after the first).
+    pub tcp_address: SocketAddr,
+    /// Shared settings.
+    pub settings: Arc<Settings>,
+    /// The mesh to join when more than one core serves.
+    pub mesh: Option<MeshBuilder<MeshBatch, Full>>,
+    /// Set when the process must stop.
+    pub shutdown: Arc<AtomicBool>,
+    /// Start-up reports to the main thread.
+    pub reports: mpsc::Sender<StartReport>,
+}
+
+/// The executor's main future: returns when the shard has shut down.
+pub async fn run_shard(plan: ShardPlan) {
+    let id = plan.id;
+    let listener = match TcpListener::bind(plan.tcp_address) {
+        Ok(l) => l,
+        Err(e) => {
+            let msg = format!("listen ({}) failed - {e}", plan.tcp_address);
+            let _ = plan.reports.send(StartReport::Failed(id, msg));
+            return;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(plan.tcp_address);
+    let _ = plan.reports.send(StartReport::Bound(id, local));
+    let shard = Rc::new(Shard::new(
+        id,
+        plan.nr_shards,
+        plan.settings.clone(),
+        plan.shutdown.clone(),
+    ));
+    if let Some(mesh) = plan.mesh {
+        let Ok((senders, mut receivers)) = mesh.join().await else {
+            let _ = plan.reports.send(StartReport::Failed(
+                id,
+                "could not join the core mesh".into(),
+            ));
+            return;
+        };
+        let senders = Rc::new(senders);
+        for peer in (0..plan.nr_shards).filter(|&p| p != id) {
+            let flusher = shard.outboxes.clone().flush_loop(senders.clone(), peer);
+            glommio::spawn_local(flusher).detach();
+        }
+        for (peer, receiver) in receivers.streams() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(batch) = receiver.recv().await {
+                    for msg in batch {
+                        shard.handle_mesh(peer, msg);
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+    let accept = glommio::spawn_local(accept_loop(shard.clone(), listener));
+    let _ = plan.reports.send(StartReport::Started(id));
+    housekeeping(&shard).await;
+    // Shutdown: stop accepting, close every client after its pending output, then leave.
+    drop(accept);
+    for client in shard.clients() {
+        client.close();
+    }
+    let deadline = Instant::now() + connection::SHUTDOWN_FLUSH;
+    while shard.client_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    shard.fail_pending();
+    shard.outboxes.close();
+    tracing::debug!("shard {id}: stopped");
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+                glommio::spawn_local(connection::serve(shard.clone(), stream, conn_id)).detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: log, back off briefly, keep serving the others.
+                tracing::error!("TCP: accept error - {e}");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Heartbeats, queue scans, and watching for shutdown; returns when shutdown is requested.
+async fn housekeeping(shard: &Rc<Shard>) {
+    let scan_every = shard.settings.queue_scan_interval;
+    let mut next_scan = Instant::now() + scan_every;
+    while !shard.is_shutting_down() {
+        glommio::timer::sleep(HOUSEKEEPING_TICK.min(scan_every)).await;
+        let now = Instant::now();
+        for client in shard.clients() {
+            client.heartbeat_if_due(now);
+        }
+        if now >= next_scan {
+            shard.scan_queues(now);
+            next_scan = now + scan_every;
+        }
+    }
+}

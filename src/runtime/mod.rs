@@ -1,0 +1,202 @@
+//! Starting and stopping the thread-per-core runtime: one pinned glommio executor per core,
+//! each with its own SO_REUSEPORT listener, joined by a channel mesh; signals; exit status.
+
+pub mod executor;
+pub mod limits;
+pub mod signals;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::settings::Settings;
+use executor::{ShardPlan, StartReport, run_shard};
+
+/// Mesh items (batches) that may queue between two cores before a sender waits.
+const MESH_CAPACITY: usize = 1024;
+/// io_uring registered-buffer memory per executor (only socket IO uses the rings so far).
+const IO_MEMORY: usize = 1 << 20;
+/// How long executors may take to start before nsqd gives up.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long shards may take to drain after a stop signal.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the runtime needs from the command line.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// `--cores` (0 = every core the process may run on).
+    pub cores: usize,
+    /// `--tcp-address`.
+    pub tcp_address: String,
+    /// Resolved settings.
+    pub settings: Settings,
+}
+
+/// The CPUs this process may run on (its affinity mask).
+pub fn allowed_cpus() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+/// Runs nsqd until SIGTERM/SIGINT. `Err` carries the message for a startup failure (exit 1).
+pub fn run(config: RuntimeConfig) -> Result<(), String> {
+    let cpus = allowed_cpus();
+    if cpus.is_empty() {
+        return Err("cannot read this process's CPU affinity mask".into());
+    }
+    let nr = if config.cores == 0 {
+        cpus.len()
+    } else {
+        config.cores
+    };
+    if nr > cpus.len() {
+        return Err(format!(
+            "--cores={nr} but this process may only run on {} core(s) ({cpus:?})",
+            cpus.len()
+        ));
+    }
+    limits::raise_memlock()?;
+    limits::raise_nofile();
+    signals::block_stop_signals().map_err(|e| format!("cannot block signals: {e}"))?;
+    let addr = resolve(&config.tcp_address)?;
+    let settings = Arc::new(config.settings);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let mesh = (nr > 1).then(|| MeshBuilder::full(nr, MESH_CAPACITY));
+    let (tx, rx) = mpsc::channel();
+    let mut threads = Vec::with_capacity(nr);
+    let mut bound = addr;
+    for (id, &cpu) in cpus.iter().take(nr).enumerate() {
+        let plan = ShardPlan {
+            id,
+            nr_shards: nr,
+            tcp_address: bound,
+            settings: settings.clone(),
+            mesh: mesh.clone(),
+            shutdown: shutdown.clone(),
+            reports: tx.clone(),
+        };
+        threads.push(start_executor(id, cpu, plan)?);
+        // The first shard resolves port 0; the others bind the same port (SO_REUSEPORT).
+        if id == 0 {
+            bound = wait_bound(&rx, &shutdown, &threads)?;
+            tracing::info!("TCP: listening on {bound}");
+        } else {
+            wait_bound(&rx, &shutdown, &threads)?;
+        }
+    }
+    wait_started(&rx, nr, &shutdown, &threads)?;
+    tracing::info!("nsqd-uring: serving on {nr} core(s) {:?}", &cpus[..nr]);
+    let outcome = supervise(&shutdown, &threads);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    outcome
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("--tcp-address={addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--tcp-address={addr}: no address"))
+}
+
+fn start_executor(id: usize, cpu: usize, plan: ShardPlan) -> Result<JoinHandle<()>, String> {
+    let reports = plan.reports.clone();
+    std::thread::Builder::new()
+        .name(format!("nsqd-core-{id}"))
+        .spawn(move || {
+            let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                .name(&format!("nsqd-core-{id}"))
+                .io_memory(IO_MEMORY);
+            match builder.make() {
+                Ok(ex) => ex.run(run_shard(plan)),
+                Err(e) => {
+                    let (soft, _) =
+                        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
+                            .unwrap_or((0, 0));
+                    let msg = format!(
+                        "cannot start the io_uring executor on cpu {cpu}: {e}. {}",
+                        limits::memlock_advice(soft)
+                    );
+                    let _ = reports.send(StartReport::Failed(id, msg));
+                }
+            }
+        })
+        .map_err(|e| format!("cannot spawn thread for core {id}: {e}"))
+}
+
+fn next_report(
+    rx: &mpsc::Receiver<StartReport>,
+    shutdown: &AtomicBool,
+    threads: &[JoinHandle<()>],
+) -> Result<StartReport, String> {
+    let started = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(StartReport::Failed(_, msg)) => {
+                shutdown.store(true, Ordering::Relaxed);
+                return Err(msg);
+            }
+            Ok(report) => return Ok(report),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if threads.iter().any(|t| t.is_finished()) || started.elapsed() > START_TIMEOUT {
+                    shutdown.store(true, Ordering::Relaxed);
+                    return Err("an executor thread exited during start-up".into());
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn wait_bound(
+    rx: &mpsc::Receiver<StartReport>,
+    shutdown: &AtomicBool,
+    threads: &[JoinHandle<()>],
+) -> Result<SocketAddr, String> {
+    loop {
+        if let StartReport::Bound(_, addr) = next_report(rx, shutdown, threads)? {
+            return Ok(addr);
+        }
+    }
+}
+
+fn wait_started(
+    rx: &mpsc::Receiver<StartReport>,
+    nr: usize,
+    shutdown: &AtomicBool,
+    threads: &[JoinHandle<()>],
+) -> Result<(), String> {
+    let mut started = 0;
+    while started < nr {
+        if let StartReport::Started(_) = next_report(rx, shutdown, threads)? {
+            started += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Waits for a stop signal, or for an executor to die (an error: exit 1).
+fn supervise(shutdown: &AtomicBool, threads: &[JoinHandle<()>]) -> Result<(), String> {
+    loop {
+        if let Some(sig) = signals::wait_for_stop(Duration::from_millis(200)) {
+            tracing::info!("nsqd: received signal {sig}, exiting");
+            shutdown.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        if threads.iter().any(|t| t.is_finished()) {
+            shutdown.store(true, Ordering::Relaxed);
+            return Err("an executor thread stopped unexpectedly".into());
+        }
+    }
+}

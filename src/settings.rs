@@ -1,0 +1,61 @@
+//! The broker's resolved runtime settings: what every shard and connection reads, derived once
+//! from the command line so the hot path never re-parses options.
+
+use std::time::Duration;
+
+use crate::protocol::codec::Limits;
+use crate::protocol::identify::{ClientSettings, ServerLimits};
+
+/// The version string nsqd clients and tools check (semver ≥ 1.3.0).
+pub const NSQD_VERSION: &str = "1.3.0";
+
+/// Settings shared (read-only) by all shards.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Decoder size limits.
+    pub limits: Limits,
+    /// IDENTIFY bounds and reported server values.
+    pub server_limits: ServerLimits,
+    /// A new connection's settings before IDENTIFY.
+    pub client_defaults: ClientSettings,
+    /// `--max-msg-timeout` (TOUCH cap).
+    pub max_msg_timeout: Duration,
+    /// `--mem-queue-size`.
+    pub mem_queue_size: usize,
+    /// `--max-channel-consumers` (0 = unlimited).
+    pub max_channel_consumers: usize,
+    /// `--node-id`, in every message ID.
+    pub node_id: i64,
+    /// How often shards scan in-flight timeouts and deferred messages.
+    pub queue_scan_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let heartbeat = Duration::from_secs(30);
+        Settings {
+            limits: Limits::default(),
+            server_limits: ServerLimits {
+                max_heartbeat_interval: Duration::from_secs(60),
+                min_output_buffer_timeout: Duration::from_millis(25),
+                max_output_buffer_timeout: Duration::from_secs(30),
+                max_output_buffer_size: 65536,
+                max_msg_timeout: Duration::from_secs(900),
+                max_rdy_count: 2500,
+                max_deflate_level: 6,
+                topology_region: String::new(),
+                topology_zone: String::new(),
+            },
+            client_defaults: ClientSettings::defaults(
+                heartbeat,
+                Duration::from_millis(250),
+                Duration::from_secs(60),
+            ),
+            max_msg_timeout: Duration::from_secs(900),
+            mem_queue_size: 10_000,
+            max_channel_consumers: 0,
+            node_id: 0,
+            queue_scan_interval: Duration::from_millis(100),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! A connection as its shard sees it: the output buffer that replies, errors, heartbeats and
+//! message frames are appended to, the heartbeat schedule, and what `/stats` shows of it.
+//!
+//! The connection's reader task owns the protocol state; its writer task drains this buffer to
+//! the socket. Everything here is touched only on the connection's own core.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::broker::message::Message;
+use crate::protocol::errors::ProtocolError;
+use crate::protocol::frame;
+use crate::wakeup::Wakeup;
+
+/// Output above this many bytes pauses reading commands until the writer catches up.
+pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
+
+/// Shared between a connection's reader, its writer, and the shard that delivers to it.
+#[derive(Debug)]
+pub struct ClientHandle {
+    /// Process-wide connection ID.
+    pub id: u64,
+    /// The peer.
+    pub remote: SocketAddr,
+    /// Unix seconds at accept.
+    pub connect_ts: i64,
+    out: RefCell<BytesMut>,
+    /// Wakes the writer when output appears or the connection closes.
+    pub writer_wakeup: Wakeup,
+    /// Wakes the reader when output drained below the high-water mark.
+    pub reader_wakeup: Wakeup,
+    closing: Cell<bool>,
+    heartbeat: Cell<Option<Duration>>,
+    next_heartbeat: Cell<Instant>,
+}
+
+impl ClientHandle {
+    /// A fresh connection with nsqd's default heartbeat.
+    pub fn new(id: u64, remote: SocketAddr, heartbeat: Option<Duration>) -> Self {
+        let now = Instant::now();
+        ClientHandle {
+            id,
+            remote,
+            connect_ts: unix_seconds(),
+            out: RefCell::new(BytesMut::new()),
+            writer_wakeup: Wakeup::default(),
+            reader_wakeup: Wakeup::default(),
+            closing: Cell::new(false),
+            heartbeat: Cell::new(heartbeat),
+            next_heartbeat: Cell::new(now + heartbeat.unwrap_or_default()),
+        }
+    }
+
+    /// Appends a message frame (attempts already incremented by the channel).
+    pub fn push_message(&self, msg: &Message) {
+        if self.closing.get() {
+            return;
+        }
+        frame::put_message(
+            &mut self.out.borrow_mut(),
+            msg.timestamp,
+            msg.attempts,
+            &msg.id,
+            &msg.body,
+        );
+        self.writer_wakeup.wake();
+    }
+
+    /// Appends a response frame.
+    pub fn push_response(&self, data: &[u8]) {
+        if self.closing.get() {
+            return;
+        }
+        frame::put_response(&mut self.out.borrow_mut(), data);
+        self.writer_wakeup.wake();
+    }
+
+    /// Appends an error frame; a fatal error also closes the connection once it is written.
+    pub fn push_error(&self, err: &ProtocolError) {
+        if self.closing.get() {
+            return;
+        }
+        frame::put_error(&mut self.out.borrow_mut(), err.frame_data().as_bytes());
+        if err.fatal {
+            self.closing.set(true);
+        }
+        self.writer_wakeup.wake();
+    }
+
+    /// Closes after what is already buffered has been written.
+    pub fn close(&self) {
+        self.closing.set(true);
+        self.writer_wakeup.wake();
+        self.reader_wakeup.wake();
+    }
+
+    /// Whether the connection is closing (no more frames are accepted).
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_output(&self) -> usize {
+        self.out.borrow().len()
+    }
+
+    /// Swaps the pending output into `spare` (which must be empty) for the writer.
+    pub fn take_output(&self, spare: &mut BytesMut) {
+        std::mem::swap(&mut *self.out.borrow_mut(), spare);
+    }
+
+    /// The heartbeat interval (also the write deadline), `None` when disabled.
+    pub fn heartbeat(&self) -> Option<Duration> {
+        self.heartbeat.get()
+    }
+
+    /// Changes the heartbeat interval (IDENTIFY); `None` disables heartbeats.
+    pub fn set_heartbeat(&self, interval: Option<Duration>) {
+        self.heartbeat.set(interval);
+        self.next_heartbeat
+            .set(Instant::now() + interval.unwrap_or_default());
+    }
+
+    /// Sends `_heartbeat_` if it is due; called by the shard's housekeeping tick.
+    pub fn heartbeat_if_due(&self, now: Instant) {
+        let Some(interval) = self.heartbeat.get() else {
+            return;
+        };
+        if now >= self.next_heartbeat.get() {
+            self.next_heartbeat.set(now + interval);
+            self.push_response(frame::HEARTBEAT);
+        }
+    }
+}
+
+/// Current Unix time in seconds.
+pub fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Current Unix time in nanoseconds (message timestamps).
+pub fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

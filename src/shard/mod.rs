@@ -1,0 +1,272 @@
+//! One core's world: the topics it owns, the connections it serves, and its links to the other
+//! cores. Connections call the routing methods here without caring where a topic lives: work on
+//! an owned topic happens in place, work on another core's topic travels over the mesh.
+
+pub mod client;
+pub mod outbox;
+pub mod owner;
+pub mod reply;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
+
+use crate::broker::channel::{ConsumerId, ConsumerInfo};
+use crate::broker::message::Message;
+use crate::broker::topic::Topic;
+use crate::mesh::{ChannelOp, MeshMsg, ReplyTo, owner_of};
+use crate::protocol::errors::ProtocolError;
+use crate::settings::Settings;
+use client::ClientHandle;
+use outbox::Outboxes;
+use reply::{PendingReplies, RemoteResult};
+
+/// The state of one core. Shared by `Rc` among that core's tasks only.
+pub struct Shard {
+    /// This core's index.
+    pub id: usize,
+    /// How many cores serve.
+    pub nr_shards: usize,
+    /// Read-only settings.
+    pub settings: Arc<Settings>,
+    /// Set by the signal thread; every shard drains and exits when it sees it.
+    pub shutdown: Arc<AtomicBool>,
+    topics: RefCell<HashMap<String, Topic>>,
+    /// For consumers of owned channels: connection ID → (topic, channel).
+    subscriptions: RefCell<FxHashMap<u64, (String, String)>>,
+    clients: RefCell<FxHashMap<u64, Rc<ClientHandle>>>,
+    /// Cross-core traffic waiting to leave.
+    pub outboxes: Rc<Outboxes>,
+    pending: PendingReplies,
+    rng: RefCell<SmallRng>,
+}
+
+impl Shard {
+    /// A shard with no topics and no clients.
+    pub fn new(
+        id: usize,
+        nr_shards: usize,
+        settings: Arc<Settings>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Self {
+        Shard {
+            id,
+            nr_shards,
+            settings,
+            shutdown,
+            topics: RefCell::new(HashMap::new()),
+            subscriptions: RefCell::new(FxHashMap::default()),
+            clients: RefCell::new(FxHashMap::default()),
+            outboxes: Rc::new(Outboxes::new(nr_shards)),
+            pending: PendingReplies::default(),
+            rng: RefCell::new(SmallRng::from_entropy()),
+        }
+    }
+
+    /// Whether shutdown was requested.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// The shard owning `topic`.
+    pub fn owner_of(&self, topic: &str) -> usize {
+        owner_of(topic, self.nr_shards)
+    }
+
+    /// Registers a connection served by this core.
+    pub fn add_client(&self, client: Rc<ClientHandle>) {
+        self.clients.borrow_mut().insert(client.id, client);
+    }
+
+    /// Forgets a closed connection.
+    pub fn remove_client(&self, id: u64) {
+        self.clients.borrow_mut().remove(&id);
+    }
+
+    /// Every connection of this core (heartbeats, shutdown).
+    pub fn clients(&self) -> Vec<Rc<ClientHandle>> {
+        self.clients.borrow().values().cloned().collect()
+    }
+
+    /// Number of connections of this core.
+    pub fn client_count(&self) -> usize {
+        self.clients.borrow().len()
+    }
+
+    /// PUB/MPUB/DPUB: answered once the owner accepted (or refused) the whole batch.
+    pub async fn publish(&self, topic: &str, bodies: Vec<Bytes>, defer_ms: u64) -> RemoteResult {
+        let owner = self.owner_of(topic);
+        if owner == self.id {
+            return self.apply_publish(topic, &bodies, defer_ms);
+        }
+        let (token, reply) = self.pending.register();
+        let reply_to = ReplyTo {
+            shard: self.id,
+            token,
+        };
+        tracing::debug!(topic, from = self.id, to = owner, "cross-shard publish");
+        self.outboxes.push(
+            owner,
+            MeshMsg::Publish {
+                topic: topic.to_string(),
+                bodies,
+                defer_ms,
+                reply: reply_to,
+            },
+        );
+        reply.await
+    }
+
+    /// SUB: answered once the owner added the consumer.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        channel: &str,
+        consumer: ConsumerInfo,
+    ) -> RemoteResult {
+        let owner = self.owner_of(topic);
+        if owner == self.id {
+            return self.apply_subscribe(topic, channel, consumer);
+        }
+        let (token, reply) = self.pending.register();
+        tracing::debug!(
+            topic,
+            channel,
+            from = self.id,
+            to = owner,
+            "cross-shard subscribe"
+        );
+        self.outboxes.push(
+            owner,
+            MeshMsg::Subscribe {
+                topic: topic.to_string(),
+                channel: channel.to_string(),
+                consumer: Box::new(consumer),
+                reply: ReplyTo {
+                    shard: self.id,
+                    token,
+                },
+            },
+        );
+        reply.await
+    }
+
+    /// RDY/FIN/REQ/TOUCH/leave of a subscribed connection; failures come back as error frames.
+    pub fn channel_op(&self, topic_owner: usize, conn: u64, op: ChannelOp) {
+        if topic_owner == self.id {
+            self.apply_channel_op(
+                ConsumerId {
+                    shard: self.id,
+                    conn,
+                },
+                op,
+            );
+        } else {
+            self.outboxes
+                .push(topic_owner, MeshMsg::Channel { conn, op });
+        }
+    }
+
+    /// Sends a delivered message to its consumer, here or on its core.
+    fn deliver(&self, consumer: ConsumerId, msg: &Message) {
+        if consumer.shard == self.id {
+            if let Some(c) = self.clients.borrow().get(&consumer.conn) {
+                c.push_message(msg);
+            }
+        } else {
+            self.outboxes.push(
+                consumer.shard,
+                MeshMsg::Deliver {
+                    conn: consumer.conn,
+                    msg: msg.clone(),
+                },
+            );
+        }
+    }
+
+    /// Sends a non-fatal error frame to a consumer, here or on its core.
+    fn client_error(&self, consumer: ConsumerId, error: ProtocolError) {
+        if consumer.shard == self.id {
+            if let Some(c) = self.clients.borrow().get(&consumer.conn) {
+                c.push_error(&error);
+            }
+        } else {
+            self.outboxes.push(
+                consumer.shard,
+                MeshMsg::ClientError {
+                    conn: consumer.conn,
+                    error,
+                },
+            );
+        }
+    }
+
+    /// Sampling roll: deliver iff `rand[0,100) <= rate`, as nsqd does.
+    fn sample(&self, rate: i32) -> bool {
+        self.rng.borrow_mut().gen_range(0..100) <= rate
+    }
+
+    /// Handles one message that arrived from core `from`.
+    pub fn handle_mesh(&self, from: usize, msg: MeshMsg) {
+        let c = &self.outboxes.counters;
+        c.messages_in.set(c.messages_in.get() + 1);
+        match msg {
+            MeshMsg::Publish {
+                topic,
+                bodies,
+                defer_ms,
+                reply,
+            } => {
+                let result = self.apply_publish(&topic, &bodies, defer_ms);
+                self.outboxes.push(
+                    reply.shard,
+                    MeshMsg::Reply {
+                        token: reply.token,
+                        result,
+                    },
+                );
+            }
+            MeshMsg::Subscribe {
+                topic,
+                channel,
+                consumer,
+                reply,
+            } => {
+                let result = self.apply_subscribe(&topic, &channel, *consumer);
+                self.outboxes.push(
+                    reply.shard,
+                    MeshMsg::Reply {
+                        token: reply.token,
+                        result,
+                    },
+                );
+            }
+            MeshMsg::Channel { conn, op } => {
+                self.apply_channel_op(ConsumerId { shard: from, conn }, op)
+            }
+            MeshMsg::Deliver { conn, msg } => {
+                if let Some(c) = self.clients.borrow().get(&conn) {
+                    c.push_message(&msg);
+                }
+            }
+            MeshMsg::Reply { token, result } => self.pending.complete(token, result),
+            MeshMsg::ClientError { conn, error } => {
+                if let Some(c) = self.clients.borrow().get(&conn) {
+                    c.push_error(&error);
+                }
+            }
+        }
+    }
+
+    /// Fails every reply still awaited (the mesh is going away).
+    pub fn fail_pending(&self) {
+        self.pending.fail_all("exiting");
+    }
+}

@@ -1,0 +1,181 @@
+//! The owner side of a shard: applying publishes, subscriptions and channel actions to the
+//! topics this core owns, whoever asked, and the periodic timeout/deferred scan.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::Shard;
+use super::reply::RemoteResult;
+use crate::broker::channel::{Channel, ConsumerId, ConsumerInfo};
+use crate::broker::topic::Topic;
+use crate::mesh::ChannelOp;
+use crate::protocol::errors::{E_FIN_FAILED, E_REQ_FAILED, E_TOUCH_FAILED, ProtocolError};
+
+impl Shard {
+    fn pump_channel(&self, channel: &mut Channel, now: Instant) {
+        channel.pump(now, &mut |rate| self.sample(rate), &mut |c, m| {
+            self.deliver(c, m)
+        });
+    }
+
+    fn create_topic<'a>(
+        &self,
+        topics: &'a mut std::collections::HashMap<String, Topic>,
+        name: &str,
+    ) -> &'a mut Topic {
+        topics.entry(name.to_string()).or_insert_with(|| {
+            tracing::info!("TOPIC({name}): created (shard {})", self.id);
+            Topic::new(name, self.settings.node_id)
+        })
+    }
+
+    /// Accepts a publish on an owned topic and delivers what consumers are ready for.
+    pub(super) fn apply_publish(
+        &self,
+        topic: &str,
+        bodies: &[Bytes],
+        defer_ms: u64,
+    ) -> RemoteResult {
+        let now = Instant::now();
+        let defer_until = (defer_ms > 0).then(|| now + Duration::from_millis(defer_ms));
+        let mut topics = self.topics.borrow_mut();
+        let t = self.create_topic(&mut topics, topic);
+        let mqs = self.settings.mem_queue_size;
+        if let Err(e) = t.publish(bodies, defer_until, super::client::unix_nanos(), mqs) {
+            tracing::error!(
+                "TOPIC({topic}): publish of {} message(s) refused: {e}",
+                bodies.len()
+            );
+            return Err(e.to_string());
+        }
+        for ch in t.channels.values_mut() {
+            self.pump_channel(ch, now);
+        }
+        Ok(())
+    }
+
+    /// Adds a consumer to an owned topic's channel, creating both as needed.
+    pub(super) fn apply_subscribe(
+        &self,
+        topic: &str,
+        channel: &str,
+        consumer: ConsumerInfo,
+    ) -> RemoteResult {
+        let mut topics = self.topics.borrow_mut();
+        let t = self.create_topic(&mut topics, topic);
+        let mqs = self.settings.mem_queue_size;
+        let existed = t.channels.contains_key(channel);
+        let ch = t.channel_mut(channel, mqs);
+        if !existed {
+            tracing::info!("TOPIC({topic}): new channel({channel})");
+        }
+        let conn = consumer.id.conn;
+        if !ch.add_consumer(consumer, self.settings.max_channel_consumers) {
+            return Err(format!(
+                "consumers for {topic}:{channel} exceeds limit of {}",
+                self.settings.max_channel_consumers
+            ));
+        }
+        self.subscriptions
+            .borrow_mut()
+            .insert(conn, (topic.to_string(), channel.to_string()));
+        Ok(())
+    }
+
+    /// Applies a consumer's RDY/FIN/REQ/TOUCH/leave to its channel.
+    pub(super) fn apply_channel_op(&self, consumer: ConsumerId, op: ChannelOp) {
+        let now = Instant::now();
+        let sub = self.subscriptions.borrow().get(&consumer.conn).cloned();
+        let mut topics = self.topics.borrow_mut();
+        let channel = sub
+            .as_ref()
+            .and_then(|(t, c)| topics.get_mut(t)?.channels.get_mut(c));
+        let Some(ch) = channel else {
+            // The channel is gone (deleted): in-flight actions fail as nsqd's would.
+            if let Some((code, cmd, id)) = failure_parts(&op) {
+                let text = format!(
+                    "{cmd} {} failed ID not in flight",
+                    String::from_utf8_lossy(&id)
+                );
+                self.client_error(consumer, ProtocolError::non_fatal(code, text));
+            }
+            return;
+        };
+        let result = match &op {
+            ChannelOp::Ready(n) => {
+                ch.set_ready(consumer, *n);
+                Ok(())
+            }
+            ChannelOp::Finish(id) => ch.finish(consumer, id).map(|_| ()),
+            ChannelOp::Requeue(id, ms) => ch.requeue(consumer, id, Duration::from_millis(*ms), now),
+            ChannelOp::Touch(id) => ch.touch(consumer, id, now, self.settings.max_msg_timeout),
+            ChannelOp::Leave => {
+                ch.remove_consumer(consumer);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            let (code, cmd, id) = failure_parts(&op).expect("only in-flight ops fail");
+            let text = format!("{cmd} {} failed {}", String::from_utf8_lossy(&id), e.text());
+            self.client_error(consumer, ProtocolError::non_fatal(code, text));
+        }
+        if op == ChannelOp::Leave {
+            self.subscriptions.borrow_mut().remove(&consumer.conn);
+            let (topic, channel) = sub.expect("found above");
+            if ch.should_delete() {
+                self.delete_channel(&mut topics, &topic, &channel);
+            }
+            return;
+        }
+        self.pump_channel(ch, now);
+    }
+
+    /// Removes a channel; an ephemeral topic left without channels goes too.
+    fn delete_channel(
+        &self,
+        topics: &mut std::collections::HashMap<String, Topic>,
+        topic: &str,
+        channel: &str,
+    ) {
+        let Some(t) = topics.get_mut(topic) else {
+            return;
+        };
+        t.channels.remove(channel);
+        tracing::info!("CHANNEL({channel}): deleting");
+        if t.ephemeral && t.channels.is_empty() {
+            topics.remove(topic);
+            tracing::info!("TOPIC({topic}): deleting");
+        }
+    }
+
+    /// Redelivers timed-out messages and releases due deferred ones on every owned channel.
+    pub fn scan_queues(&self, now: Instant) {
+        let mut topics = self.topics.borrow_mut();
+        for t in topics.values_mut() {
+            for ch in t.channels.values_mut() {
+                if ch.process_timers(now) {
+                    self.pump_channel(ch, now);
+                }
+            }
+        }
+    }
+
+    /// Runs `f` over the owned topics (stats, tests).
+    pub fn with_topics<R>(
+        &self,
+        f: impl FnOnce(&std::collections::HashMap<String, Topic>) -> R,
+    ) -> R {
+        f(&self.topics.borrow())
+    }
+}
+
+/// Error code, command name and message ID for the ops that can fail.
+fn failure_parts(op: &ChannelOp) -> Option<(&'static str, &'static str, [u8; 16])> {
+    match op {
+        ChannelOp::Finish(id) => Some((E_FIN_FAILED, "FIN", *id)),
+        ChannelOp::Requeue(id, _) => Some((E_REQ_FAILED, "REQ", *id)),
+        ChannelOp::Touch(id) => Some((E_TOUCH_FAILED, "TOUCH", *id)),
+        ChannelOp::Ready(_) | ChannelOp::Leave => None,
+    }
+}
