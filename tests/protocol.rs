@@ -1,0 +1,441 @@
+//! Protocol V2 over a real socket: every command, every error text and its fatality, with one
+//! core and with two (so publishes, subscriptions and deliveries cross cores).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Broker, Client, Frame, mpub_body, unique};
+
+/// Runs a test body against a broker with 1 core and with 2 cores.
+macro_rules! on_both_core_counts {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn one_core() {
+                ($body)(Broker::with_cores(1, &[]));
+            }
+            #[test]
+            fn two_cores() {
+                ($body)(Broker::with_cores(2, &[]));
+            }
+        }
+    };
+}
+
+on_both_core_counts!(bad_magic_gets_framed_error_and_close, |b: Broker| {
+    let mut c = Client::connect_raw(b.tcp);
+    c.send(b"XXXX");
+    c.expect_error("E_BAD_PROTOCOL");
+    c.expect_closed();
+});
+
+on_both_core_counts!(identify_negotiation_reply_is_nsqds, |b: Broker| {
+    let mut c = b.client();
+    let reply = c.identify(r#"{"feature_negotiation":true,"client_id":"x","hostname":"h","user_agent":"ua"}"#);
+    assert_eq!(
+        String::from_utf8(reply).unwrap(),
+        r#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"output_buffer_size":16384,"output_buffer_timeout":250}"#
+    );
+    let mut plain = b.client();
+    assert_eq!(plain.identify(r#"{"client_id":"y"}"#), b"OK");
+    let mut custom = b.client();
+    let reply = custom.identify(
+        r#"{"feature_negotiation":true,"msg_timeout":5000,"output_buffer_size":-1,"sample_rate":50,"tls_v1":true,"snappy":true,"deflate":true}"#,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(v["msg_timeout"], 5000);
+    assert_eq!(v["output_buffer_size"], 1);
+    assert_eq!(v["output_buffer_timeout"], 0);
+    assert_eq!(v["sample_rate"], 50);
+    assert_eq!(v["tls_v1"], false);
+    assert_eq!(v["snappy"], false);
+    assert_eq!(v["deflate"], false);
+});
+
+on_both_core_counts!(publish_subscribe_finish, |b: Broker| {
+    for i in 0..6 {
+        let topic = unique(&format!("pubsub{i}_"));
+        let mut producer = b.client();
+        producer.publish(&topic, b"hello");
+        let mut consumer = b.client();
+        consumer.sub(&topic, "c");
+        consumer.line("RDY 1");
+        let m = consumer.expect_message();
+        assert_eq!(m.body, b"hello");
+        assert_eq!(m.attempts, 1);
+        assert_eq!(m.id.len(), 16);
+        assert!(m.id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+        assert!((now_ns - m.timestamp).abs() < 60_000_000_000, "timestamp is Unix ns");
+        consumer.line(&format!("FIN {}", m.id));
+        // FIN answers nothing; a second FIN of the same ID is a non-fatal error.
+        consumer.line(&format!("FIN {}", m.id));
+        consumer.expect_error(&format!("E_FIN_FAILED FIN {} failed ID not in flight", m.id));
+        consumer.line("NOP");
+        producer.publish(&topic, b"again");
+        assert_eq!(consumer.expect_message().body, b"again", "connection still open after E_FIN_FAILED");
+    }
+});
+
+on_both_core_counts!(mpub_and_dpub, |b: Broker| {
+    let topic = unique("mpub");
+    let mut consumer = b.client();
+    consumer.sub(&topic, "c");
+    consumer.line("RDY 100");
+    let mut p = b.client();
+    p.mpub(&topic, &[b"a", b"b", b"c"]);
+    let got: Vec<_> = (0..3).map(|_| consumer.expect_message().body).collect();
+    assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    p.with_body(&format!("DPUB {topic} 1500"), b"later");
+    p.expect_ok();
+    consumer.expect_silence(Duration::from_millis(800));
+    assert_eq!(consumer.expect_message().body, b"later");
+});
+
+on_both_core_counts!(req_with_delay_and_attempts, |b: Broker| {
+    let topic = unique("req");
+    let mut c = b.client();
+    c.sub(&topic, "c");
+    c.line("RDY 1");
+    b.client().publish(&topic, b"m");
+    let m = c.expect_message();
+    c.line(&format!("REQ {} 0", m.id));
+    let again = c.expect_message();
+    assert_eq!((again.id.as_str(), again.attempts), (m.id.as_str(), 2));
+    c.line(&format!("REQ {} 1200", m.id));
+    c.expect_silence(Duration::from_millis(700));
+    let third = c.expect_message();
+    assert_eq!(third.attempts, 3);
+    c.line(&format!("REQ {} 0", "0123456789abcdef"));
+    c.expect_error("E_REQ_FAILED REQ 0123456789abcdef failed ID not in flight");
+    c.line(&format!("TOUCH {}", "0123456789abcdef"));
+    c.expect_error("E_TOUCH_FAILED TOUCH 0123456789abcdef failed ID not in flight");
+    c.line(&format!("FIN {}", third.id));
+    c.expect_silence(Duration::from_millis(300));
+});
+
+on_both_core_counts!(in_flight_timeout_redelivers_and_touch_extends, |b: Broker| {
+    let topic = unique("timeout");
+    let mut c = b.client();
+    c.identify(r#"{"msg_timeout":1000}"#);
+    c.sub(&topic, "c");
+    c.line("RDY 2");
+    b.client().publish(&topic, b"t");
+    let first = c.expect_message();
+    let redelivered = c.expect_message();
+    assert_eq!((redelivered.id.as_str(), redelivered.attempts), (first.id.as_str(), 2));
+    // TOUCH keeps it ours: for 1.6 s (past the 1 s timeout) nothing is redelivered.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(400));
+        c.line(&format!("TOUCH {}", first.id));
+    }
+    c.expect_silence(Duration::from_millis(200));
+    c.line(&format!("FIN {}", first.id));
+    c.expect_silence(Duration::from_millis(1300));
+});
+
+on_both_core_counts!(fan_out_and_load_balancing, |b: Broker| {
+    let topic = unique("fan");
+    let mut a1 = b.client();
+    a1.sub(&topic, "a");
+    a1.line("RDY 10");
+    let mut a2 = b.client();
+    a2.sub(&topic, "a");
+    a2.line("RDY 10");
+    let mut other = b.client();
+    other.sub(&topic, "b");
+    other.line("RDY 10");
+    let mut p = b.client();
+    for i in 0..10 {
+        p.publish(&topic, format!("m{i}").as_bytes());
+    }
+    let in_b: Vec<_> = (0..10).map(|_| other.expect_message().body).collect();
+    assert_eq!(in_b.len(), 10, "every channel gets every message");
+    // Channel a's messages are spread over its two consumers and none is lost.
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(a1.expect_message().body);
+        got.push(a2.expect_message().body);
+    }
+    got.sort();
+    let mut want: Vec<_> = (0..10).map(|i| format!("m{i}").into_bytes()).collect();
+    want.sort();
+    assert_eq!(got, want);
+});
+
+on_both_core_counts!(rdy_limits_in_flight, |b: Broker| {
+    let topic = unique("rdy");
+    let mut p = b.client();
+    p.mpub(&topic, &[b"1", b"2", b"3"]);
+    let mut c = b.client();
+    c.sub(&topic, "c");
+    c.expect_silence(Duration::from_millis(300));
+    c.line("RDY 1");
+    let m = c.expect_message();
+    c.expect_silence(Duration::from_millis(300));
+    c.line(&format!("FIN {}", m.id));
+    let m2 = c.expect_message();
+    c.line("RDY 0");
+    c.line(&format!("FIN {}", m2.id));
+    c.expect_silence(Duration::from_millis(300));
+    c.line("RDY 5");
+    assert_eq!(c.expect_message().body, b"3");
+});
+
+on_both_core_counts!(messages_before_any_channel_go_to_the_first, |b: Broker| {
+    let topic = unique("early");
+    b.client().publish(&topic, b"early");
+    let mut first = b.client();
+    first.sub(&topic, "first");
+    let mut second = b.client();
+    second.sub(&topic, "second");
+    first.line("RDY 5");
+    second.line("RDY 5");
+    assert_eq!(first.expect_message().body, b"early");
+    second.expect_silence(Duration::from_millis(300));
+});
+
+on_both_core_counts!(ephemeral_channel_goes_away_with_last_consumer, |b: Broker| {
+    let topic = unique("eph");
+    let mut c = b.client();
+    c.sub(&topic, "e#ephemeral");
+    let mut keep = b.client();
+    keep.sub(&topic, "durable");
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    b.client().publish(&topic, b"after");
+    let mut again = b.client();
+    again.sub(&topic, "e#ephemeral");
+    again.line("RDY 5");
+    again.expect_silence(Duration::from_millis(400));
+    keep.line("RDY 5");
+    assert_eq!(keep.expect_message().body, b"after");
+});
+
+on_both_core_counts!(cls_answers_close_wait_and_keeps_socket, |b: Broker| {
+    let topic = unique("cls");
+    let mut c = b.client();
+    c.sub(&topic, "c");
+    c.line("RDY 1");
+    b.client().publish(&topic, b"x");
+    let m = c.expect_message();
+    c.line("CLS");
+    c.expect_response(b"CLOSE_WAIT");
+    c.line("RDY 5"); // ignored while closing
+    c.line(&format!("FIN {}", m.id)); // still allowed
+    b.client().publish(&topic, b"y");
+    c.expect_silence(Duration::from_millis(300));
+});
+
+on_both_core_counts!(heartbeats_and_idle_close, |b: Broker| {
+    let mut c = b.client();
+    c.identify(r#"{"heartbeat_interval":1000}"#);
+    let start = std::time::Instant::now();
+    assert_eq!(c.frame(), Frame::Response(b"_heartbeat_".to_vec()));
+    assert!(start.elapsed() < Duration::from_secs(3));
+    // Silent for 2 intervals: nsqd closes the connection.
+    c.expect_closed();
+    assert!(start.elapsed() < Duration::from_secs(6), "closed after {:?}", start.elapsed());
+    // Heartbeats can be disabled, and then SUB is refused.
+    let mut d = b.client();
+    d.identify(r#"{"heartbeat_interval":-1}"#);
+    d.line("SUB t c");
+    d.expect_error("E_INVALID cannot SUB with heartbeats disabled");
+    d.expect_closed();
+});
+
+/// Each case: setup lines (after magic), the offending bytes, the exact error text.
+fn fatal_cases() -> Vec<(&'static [&'static str], Vec<u8>, &'static str)> {
+    let mut neg = b"PUB t\n".to_vec();
+    neg.extend_from_slice(&(-1i32).to_be_bytes());
+    let mut huge = b"PUB t\n".to_vec();
+    huge.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
+    let mut mpub_huge = b"MPUB t\n".to_vec();
+    mpub_huge.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
+    let mut mpub_zero = b"MPUB t\n".to_vec();
+    mpub_zero.extend_from_slice(&mpub_body(&[b"a", b""]).len().to_be_bytes()[4..]);
+    mpub_zero.extend_from_slice(&mpub_body(&[b"a", b""]));
+    let mut identify_big = b"IDENTIFY\n".to_vec();
+    identify_big.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
+    let mut identify_bad = b"IDENTIFY\n".to_vec();
+    identify_bad.extend_from_slice(&3u32.to_be_bytes());
+    identify_bad.extend_from_slice(b"{x}");
+    let mut auth = b"AUTH\n".to_vec();
+    auth.extend_from_slice(&3u32.to_be_bytes());
+    auth.extend_from_slice(b"abc");
+    let sub: &'static [&'static str] = &["SUB t c"];
+    vec![
+        (&[], b"FOO\n".to_vec(), "E_INVALID invalid command FOO"),
+        (&[], b"\n".to_vec(), "E_INVALID invalid command "),
+        (&[], b"PUB\n".to_vec(), "E_INVALID PUB insufficient number of parameters"),
+        (&[], b"PUB a*b\n".to_vec(), "E_BAD_TOPIC PUB topic name \"a*b\" is not valid"),
+        (&[], neg, "E_BAD_MESSAGE PUB invalid message body size -1"),
+        (&[], huge, "E_BAD_MESSAGE PUB message too big 2147483647 > 1048576"),
+        (&[], b"MPUB a*b\n".to_vec(), "E_BAD_TOPIC E_BAD_TOPIC MPUB topic name \"a*b\" is not valid"),
+        (&[], mpub_huge, "E_BAD_BODY MPUB body too big 2147483647 > 5242880"),
+        (&[], mpub_zero, "E_BAD_MESSAGE MPUB invalid message(1) body size 0"),
+        (&[], b"DPUB t x\n".to_vec(), "E_INVALID DPUB could not parse timeout x"),
+        (&[], b"DPUB t 3600001\n".to_vec(), "E_INVALID DPUB timeout 3600001 out of range 0-3600000"),
+        (&[], b"SUB t\n".to_vec(), "E_INVALID SUB insufficient number of parameters"),
+        (&[], b"SUB t c*\n".to_vec(), "E_BAD_CHANNEL SUB channel name \"c*\" is not valid"),
+        (&[], b"RDY 1\n".to_vec(), "E_INVALID cannot RDY in current state"),
+        (&[], b"FIN 0123456789abcdef\n".to_vec(), "E_INVALID cannot FIN in current state"),
+        (&[], b"REQ\n".to_vec(), "E_INVALID cannot REQ in current state"),
+        (&[], b"TOUCH\n".to_vec(), "E_INVALID cannot TOUCH in current state"),
+        (&[], b"CLS\n".to_vec(), "E_INVALID cannot CLS in current state"),
+        (&[], identify_big, "E_BAD_BODY IDENTIFY body too big 2147483647 > 5242880"),
+        (&[], identify_bad, "E_BAD_BODY IDENTIFY failed to decode JSON body"),
+        (&[], b"AUTH x\n".to_vec(), "E_INVALID AUTH invalid number of parameters"),
+        (&[], auth, "E_AUTH_DISABLED AUTH disabled"),
+        (sub, b"SUB t c\n".to_vec(), "E_INVALID cannot SUB in current state"),
+        (sub, b"IDENTIFY\n".to_vec(), "E_INVALID cannot IDENTIFY in current state"),
+        (sub, b"RDY 2501\n".to_vec(), "E_INVALID RDY count 2501 out of range 0-2500"),
+        (sub, b"RDY x\n".to_vec(), "E_INVALID RDY could not parse count x"),
+        (sub, b"FIN\n".to_vec(), "E_INVALID FIN insufficient number of params"),
+        (sub, b"FIN abc\n".to_vec(), "E_INVALID invalid message ID"),
+        (sub, b"REQ 0123456789abcdef\n".to_vec(), "E_INVALID REQ insufficient number of params"),
+        (sub, b"REQ 0123456789abcdef x\n".to_vec(), "E_INVALID REQ could not parse timeout x"),
+        (sub, b"TOUCH\n".to_vec(), "E_INVALID TOUCH insufficient number of params"),
+    ]
+}
+
+on_both_core_counts!(every_fatal_error_text_then_close, |b: Broker| {
+    for (setup, bytes, text) in fatal_cases() {
+        let mut c = b.client();
+        for line in setup {
+            c.line(line);
+            c.expect_ok();
+        }
+        c.send(&bytes);
+        c.expect_error(text);
+        c.expect_closed();
+    }
+    // The broker still serves everyone else.
+    let topic = unique("after");
+    let mut c = b.client();
+    c.sub(&topic, "c");
+    c.line("RDY 1");
+    b.client().publish(&topic, b"still here");
+    assert_eq!(c.expect_message().body, b"still here");
+});
+
+on_both_core_counts!(identify_validation_errors, |b: Broker| {
+    for (json, text) in [
+        (r#"{"heartbeat_interval":999}"#, "E_BAD_BODY IDENTIFY heartbeat interval (999) is invalid"),
+        (r#"{"output_buffer_size":10}"#, "E_BAD_BODY IDENTIFY output buffer size (10) is invalid"),
+        (r#"{"output_buffer_timeout":10}"#, "E_BAD_BODY IDENTIFY output buffer timeout (10) is invalid"),
+        (r#"{"sample_rate":100}"#, "E_BAD_BODY IDENTIFY sample rate (100) is invalid"),
+        (r#"{"msg_timeout":900001}"#, "E_BAD_BODY IDENTIFY msg timeout (900001) is invalid"),
+        (r#"{"client_id":5}"#, "E_BAD_BODY IDENTIFY failed to decode JSON body"),
+    ] {
+        let mut c = b.client();
+        c.with_body("IDENTIFY", json.as_bytes());
+        c.expect_error(text);
+        c.expect_closed();
+    }
+});
+
+on_both_core_counts!(long_line_and_half_frames_are_contained, |b: Broker| {
+    // A 16 KiB line without newline: dropped without an error frame.
+    let mut c = b.client();
+    c.send(&vec![b'A'; 17 * 1024]);
+    let mut buf = [0u8; 16];
+    use std::io::Read;
+    match c.stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected close without frame, got {other:?}"),
+    }
+    // Half a body then the client's write side closes: nsqd's read error.
+    let mut half = b.client();
+    half.send(b"PUB t\n\x00\x00\x00\x10abc");
+    half.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    half.expect_error("E_BAD_MESSAGE PUB failed to read message body");
+    // Half a body then silence: others are unaffected.
+    let mut stalled = b.client();
+    stalled.send(b"PUB t\n\x00\x00\x10\x00abc");
+    let topic = unique("contained");
+    let mut ok = b.client();
+    ok.publish(&topic, b"fine");
+    drop(stalled);
+});
+
+on_both_core_counts!(nop_is_silent_and_pub_works_in_any_state, |b: Broker| {
+    let topic = unique("any");
+    let mut c = b.client();
+    c.line("NOP");
+    c.line("NOP extra params");
+    c.sub(&topic, "c");
+    c.publish(&topic, b"from a subscriber");
+    c.line("RDY 1");
+    assert_eq!(c.expect_message().body, b"from a subscriber");
+});
+
+#[test]
+fn mem_queue_overflow_is_refused_not_dropped() {
+    let b = Broker::with_cores(2, &["--mem-queue-size=5"]);
+    let topic = unique("full");
+    let mut c = b.client();
+    c.sub(&topic, "c");
+    let mut p = b.client();
+    p.mpub(&topic, &[b"1", b"2", b"3", b"4", b"5"]);
+    p.with_body(&format!("PUB {topic}"), b"6");
+    match p.next() {
+        Frame::Error(t) => assert!(t.starts_with("E_PUB_FAILED PUB failed "), "{t}"),
+        other => panic!("expected E_PUB_FAILED, got {other:?}"),
+    }
+    p.expect_closed();
+    c.line("RDY 10");
+    let got: Vec<_> = (0..5).map(|_| c.expect_message().body).collect();
+    assert_eq!(got.len(), 5);
+    c.expect_silence(Duration::from_millis(200));
+}
+
+#[test]
+fn two_cores_route_across_the_mesh() {
+    let b = Broker::with_cores(2, &["--log-level=debug"]);
+    // Eight topics spread over both owners; each connection lands on one core, so some
+    // publishes and subscriptions must cross.
+    let topics: Vec<String> = (0..8).map(|i| unique(&format!("mesh{i}_"))).collect();
+    let mut consumers: Vec<Client> = Vec::new();
+    for t in &topics {
+        for _ in 0..2 {
+            let mut c = b.client();
+            c.sub(t, "c");
+            c.line("RDY 100");
+            consumers.push(c);
+        }
+    }
+    for _ in 0..4 {
+        let mut p = b.client();
+        for t in &topics {
+            p.mpub(t, &[b"x", b"y"]);
+        }
+    }
+    let mut total = 0;
+    for c in &mut consumers {
+        for _ in 0..4 {
+            let m = c.expect_message();
+            c.line(&format!("FIN {}", m.id));
+            total += 1;
+        }
+    }
+    assert_eq!(total, 8 * 2 * 4);
+    let log = b.log();
+    assert!(log.contains("cross-shard publish"), "no publish crossed cores:\n{log}");
+    assert!(log.contains("cross-shard subscribe"), "no subscription crossed cores:\n{log}");
+}
+
+#[test]
+fn sigterm_exits_zero_promptly_with_clients_connected() {
+    let mut b = Broker::with_cores(2, &[]);
+    let topic = unique("term");
+    let mut c = b.client();
+    c.sub(&topic, "c");
+    let _idle = b.client();
+    let status = b.terminate(Duration::from_secs(5)).expect("exited within 5 s");
+    assert!(status.success(), "{status}");
+    c.expect_closed();
+}
