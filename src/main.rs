@@ -45,8 +45,7 @@ fn main() -> ExitCode {
     match runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            tracing::error!("{msg}");
-            eprintln!("nsqd: {msg}");
+            tracing::error!("FATAL: {msg}");
             ExitCode::from(1)
         }
     }

@@ -1,0 +1,120 @@
+//! The command line as nsqd users type it: Go flag forms, `--config` TOML, refusals by name,
+//! `--version`, and the locked-memory start-up check.
+
+mod common;
+
+use std::process::Command;
+use common::{Broker, nsqd_bin, unique};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(nsqd_bin()).args(args).output().expect("run nsqd");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_prints_nsqd_form() {
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("nsqd v1.3.0 (built w/nsqd-uring "), "{out}");
+    let (code, out, _) = run(&["-version"]);
+    assert_eq!((code, out.starts_with("nsqd v1.3.0")), (0, true));
+}
+
+#[test]
+fn unknown_flags_and_bad_values_exit_1_with_a_message() {
+    let (code, _, err) = run(&["--no-such-flag"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no-such-flag"), "{err}");
+    let (code, _, err) = run(&["--msg-timeout=forever"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("msg-timeout") && err.contains("forever"), "{err}");
+    let (code, _, err) = run(&["--node-id=5000"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--node-id must be [0,1024)"), "{err}");
+}
+
+#[test]
+fn unbuilt_features_are_refused_by_name() {
+    let (code, _, err) = run(&["--tcp-address=127.0.0.1:0", "--statsd-address=127.0.0.1:8125"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--statsd-address is not supported yet"), "{err}");
+    let (code, _, err) = run(&["--tcp-address=127.0.0.1:0", "--mem-queue-size=0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--mem-queue-size=0"), "{err}");
+}
+
+#[test]
+fn too_many_cores_is_refused() {
+    let (code, _, err) = run(&["--tcp-address=127.0.0.1:0", "--cores=4096"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--cores=4096"), "{err}");
+}
+
+#[test]
+fn taken_port_fails_with_nsqds_listen_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let flag = format!("--tcp-address={addr}");
+    let (code, _, err) = run(&[&flag, "--cores=1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("listen ({addr}) failed")), "{err}");
+}
+
+#[test]
+fn go_flag_forms_and_config_file_apply() {
+    let dir = std::env::temp_dir().join(unique("nsqd-cli-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("nsqd.toml");
+    std::fs::write(&config, "max_rdy_count = 10\nmsg_timeout = \"2s\"\n").unwrap();
+    let config_flag = format!("-config={}", config.display());
+    // Single-dash and space-separated forms; the config sets max_rdy_count.
+    let b = Broker::start(&[&config_flag, "-cores", "1", "-max-msg-size", "100"]);
+    let mut c = b.client();
+    c.with_body("PUB t", &[b'x'; 101]);
+    c.expect_error("E_BAD_MESSAGE PUB message too big 101 > 100");
+    let mut s = b.client();
+    s.sub("t", "c");
+    s.line("RDY 11");
+    s.expect_error("E_INVALID RDY count 11 out of range 0-10");
+    // A flag beats the config file.
+    let b2 = Broker::start(&[&config_flag, "--max-rdy-count=20", "--cores=1"]);
+    let mut s2 = b2.client();
+    s2.sub("t", "c");
+    s2.line("RDY 21");
+    s2.expect_error("E_INVALID RDY count 21 out of range 0-20");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn low_locked_memory_limit_is_raised_or_explained() {
+    let out = Command::new("prlimit")
+        .args(["--memlock=65536:65536", "timeout", "-s", "TERM", "3", nsqd_bin()])
+        .args(["--tcp-address=127.0.0.1:0", "--cores=2"])
+        .output();
+    let Ok(out) = out else {
+        eprintln!("prlimit unavailable; skipped");
+        return;
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("serving on") {
+        // The limit was raised: the broker served until `timeout` sent SIGTERM, then exited 0.
+        assert_eq!(out.status.code(), Some(0), "{err}");
+    } else {
+        // It could not be raised: exit 1 with a message that says what to do.
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("RLIMIT_MEMLOCK") && err.contains("ulimit -l"), "{err}");
+    }
+}
+
+#[test]
+fn default_addresses_match_nsqd() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for needle in ["tcp-address", "0.0.0.0:4150", "http-address", "0.0.0.0:4151", "mem-queue-size"] {
+        assert!(out.contains(needle), "--help lacks {needle}:\n{out}");
+    }
+}
