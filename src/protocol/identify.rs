@@ -51,9 +51,9 @@ fn decode_error() -> ProtocolError {
 /// Go matches JSON keys to struct fields case-insensitively; the last matching key wins.
 fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     obj.iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .rev()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v)
-        .last()
 }
 
 fn string_field(obj: &Map<String, Value>, name: &str) -> Result<String, ProtocolError> {

@@ -35,9 +35,9 @@ pub fn memlock_advice(soft: u64) -> String {
 
 /// Raises the open-file soft limit to the hard limit (each connection holds two descriptors).
 pub fn raise_nofile() {
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }

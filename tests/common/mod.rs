@@ -28,7 +28,8 @@ pub fn nsqd_bin() -> &'static str {
 }
 
 fn has_flag(args: &[&str], name: &str) -> bool {
-    args.iter().any(|a| a.trim_start_matches('-').starts_with(name))
+    args.iter()
+        .any(|a| a.trim_start_matches('-').starts_with(name))
 }
 
 impl Broker {
@@ -78,18 +79,29 @@ impl Broker {
             let tcp = find_addr(&text, "TCP: listening on ");
             let http = find_addr(&text, "HTTP: listening on ");
             let http_ready = !http_supported() || http.is_some() || has_flag(args, "http-address");
-            if let (Some(tcp), true) = (tcp, http_ready) {
-                if text.contains("serving on") {
-                    return Ok(Broker { child: Some(child), tcp, http, log });
-                }
+            if let (Some(tcp), true) = (tcp, http_ready)
+                && text.contains("serving on")
+            {
+                return Ok(Broker {
+                    child: Some(child),
+                    tcp,
+                    http,
+                    log,
+                });
             }
             if let Ok(Some(status)) = child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
-                return Err(format!("exited with {status}; log:\n{}", log.lock().unwrap()));
+                return Err(format!(
+                    "exited with {status}; log:\n{}",
+                    log.lock().unwrap()
+                ));
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(format!("no listening line in 20 s; log:\n{}", log.lock().unwrap()));
+                return Err(format!(
+                    "no listening line in 20 s; log:\n{}",
+                    log.lock().unwrap()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -209,7 +221,8 @@ impl Client {
 
     /// Reads one frame (heartbeats included).
     pub fn frame(&mut self) -> Frame {
-        self.try_frame().unwrap_or_else(|e| panic!("reading frame: {e}"))
+        self.try_frame()
+            .unwrap_or_else(|e| panic!("reading frame: {e}"))
     }
 
     /// Reads one frame or reports why not.
@@ -246,11 +259,13 @@ impl Client {
     /// Expects a response frame with exactly `data`.
     pub fn expect_response(&mut self, data: &[u8]) {
         match self.next() {
-            Frame::Response(d) => assert_eq!(
-                String::from_utf8_lossy(&d),
+            Frame::Response(d) => {
+                assert_eq!(String::from_utf8_lossy(&d), String::from_utf8_lossy(data))
+            }
+            other => panic!(
+                "expected response {:?}, got {other:?}",
                 String::from_utf8_lossy(data)
             ),
-            other => panic!("expected response {:?}, got {other:?}", String::from_utf8_lossy(data)),
         }
     }
 
@@ -283,7 +298,11 @@ impl Client {
                 Ok(0) => return,
                 Ok(n) => {
                     // Only heartbeats may still arrive before the close.
-                    assert!(buf[..n].windows(11).any(|w| w == b"_heartbeat_"), "unexpected bytes {:?}", &buf[..n]);
+                    assert!(
+                        buf[..n].windows(11).any(|w| w == b"_heartbeat_"),
+                        "unexpected bytes {:?}",
+                        &buf[..n]
+                    );
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
                 Err(e) => panic!("connection not closed: {e}"),
@@ -298,13 +317,23 @@ impl Client {
         let r = self.stream.read_exact(&mut head);
         self.stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         match r {
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => panic!("connection failed while expecting silence: {e}"),
             Ok(()) => {
                 let size = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
                 let mut data = vec![0u8; size - 4];
                 self.stream.read_exact(&mut data).unwrap();
-                assert_eq!(data, b"_heartbeat_", "expected silence, got frame type {:?} {:?}", &head[4..], String::from_utf8_lossy(&data));
+                assert_eq!(
+                    data,
+                    b"_heartbeat_",
+                    "expected silence, got frame type {:?} {:?}",
+                    &head[4..],
+                    String::from_utf8_lossy(&data)
+                );
             }
         }
     }
@@ -350,5 +379,8 @@ pub fn mpub_body(bodies: &[&[u8]]) -> Vec<u8> {
 /// A topic name unique to this test process and call site.
 pub fn unique(prefix: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    format!("{prefix}{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    format!(
+        "{prefix}{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
