@@ -3,11 +3,14 @@
 
 mod common;
 
-use std::process::Command;
 use common::{Broker, nsqd_bin, unique};
+use std::process::Command;
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(nsqd_bin()).args(args).output().expect("run nsqd");
+    let out = Command::new(nsqd_bin())
+        .args(args)
+        .output()
+        .expect("run nsqd");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -31,7 +34,10 @@ fn unknown_flags_and_bad_values_exit_1_with_a_message() {
     assert!(err.contains("no-such-flag"), "{err}");
     let (code, _, err) = run(&["--msg-timeout=forever"]);
     assert_eq!(code, 1);
-    assert!(err.contains("msg-timeout") && err.contains("forever"), "{err}");
+    assert!(
+        err.contains("msg-timeout") && err.contains("forever"),
+        "{err}"
+    );
     let (code, _, err) = run(&["--node-id=5000"]);
     assert_eq!(code, 1);
     assert!(err.contains("--node-id must be [0,1024)"), "{err}");
@@ -39,9 +45,15 @@ fn unknown_flags_and_bad_values_exit_1_with_a_message() {
 
 #[test]
 fn unbuilt_features_are_refused_by_name() {
-    let (code, _, err) = run(&["--tcp-address=127.0.0.1:0", "--statsd-address=127.0.0.1:8125"]);
+    let (code, _, err) = run(&[
+        "--tcp-address=127.0.0.1:0",
+        "--statsd-address=127.0.0.1:8125",
+    ]);
     assert_eq!(code, 1);
-    assert!(err.contains("--statsd-address is not supported yet"), "{err}");
+    assert!(
+        err.contains("--statsd-address is not supported yet"),
+        "{err}"
+    );
     let (code, _, err) = run(&["--tcp-address=127.0.0.1:0", "--mem-queue-size=0"]);
     assert_eq!(code, 1);
     assert!(err.contains("--mem-queue-size=0"), "{err}");
@@ -92,7 +104,14 @@ fn go_flag_forms_and_config_file_apply() {
 #[test]
 fn low_locked_memory_limit_is_raised_or_explained() {
     let out = Command::new("prlimit")
-        .args(["--memlock=65536:65536", "timeout", "-s", "TERM", "3", nsqd_bin()])
+        .args([
+            "--memlock=65536:65536",
+            "timeout",
+            "-s",
+            "TERM",
+            "3",
+            nsqd_bin(),
+        ])
         .args(["--tcp-address=127.0.0.1:0", "--cores=2"])
         .output();
     let Ok(out) = out else {
@@ -106,7 +125,10 @@ fn low_locked_memory_limit_is_raised_or_explained() {
     } else {
         // It could not be raised: exit 1 with a message that says what to do.
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains("RLIMIT_MEMLOCK") && err.contains("ulimit -l"), "{err}");
+        assert!(
+            err.contains("RLIMIT_MEMLOCK") && err.contains("ulimit -l"),
+            "{err}"
+        );
     }
 }
 
@@ -114,7 +136,13 @@ fn low_locked_memory_limit_is_raised_or_explained() {
 fn default_addresses_match_nsqd() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
-    for needle in ["tcp-address", "0.0.0.0:4150", "http-address", "0.0.0.0:4151", "mem-queue-size"] {
+    for needle in [
+        "tcp-address",
+        "0.0.0.0:4150",
+        "http-address",
+        "0.0.0.0:4151",
+        "mem-queue-size",
+    ] {
         assert!(out.contains(needle), "--help lacks {needle}:\n{out}");
     }
 }

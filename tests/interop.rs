@@ -38,7 +38,14 @@ fn run_check(program: PathBuf, script: &str, broker: &Broker, count: usize) {
     let topic = unique("interop");
     let out = Command::new(program)
         .arg(repo().join("tests/interop").join(script))
-        .args(["--tcp", &broker.tcp.to_string(), "--topic", &topic, "--count", &count.to_string()])
+        .args([
+            "--tcp",
+            &broker.tcp.to_string(),
+            "--topic",
+            &topic,
+            "--count",
+            &count.to_string(),
+        ])
         .args(["--timeout", "90"])
         .output()
         .expect("run interop check");
@@ -55,7 +62,12 @@ fn run_check(program: PathBuf, script: &str, broker: &Broker, count: usize) {
 #[test]
 fn pynsq_writer_and_two_readers_get_all_10000_messages() {
     let broker = Broker::with_cores(2, &[]);
-    run_check(repo().join("target/interop/venv/bin/python"), "pynsq_check.py", &broker, 10_000);
+    run_check(
+        repo().join("target/interop/venv/bin/python"),
+        "pynsq_check.py",
+        &broker,
+        10_000,
+    );
 }
 
 #[test]
@@ -72,25 +84,43 @@ fn tokio_nsq_publishes_and_consumes() {
     };
     let broker = Broker::with_cores(2, &[]);
     let addr = broker.tcp.to_string();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let count = 1000usize;
         let fast = || NSQConfigShared::new().set_flush_interval(Duration::from_millis(5));
         let topic = NSQTopic::new(unique("tokio_nsq")).unwrap();
         let run = async {
-            let mut consumer = NSQConsumerConfig::new(topic.clone(), NSQChannel::new("it").unwrap())
-                .set_max_in_flight(100)
-                .set_sources(NSQConsumerConfigSources::Daemons(vec![addr.clone()]))
+            let mut consumer =
+                NSQConsumerConfig::new(topic.clone(), NSQChannel::new("it").unwrap())
+                    .set_max_in_flight(100)
+                    .set_sources(NSQConsumerConfigSources::Daemons(vec![addr.clone()]))
+                    .set_shared(fast())
+                    .build();
+            assert!(matches!(
+                consumer.consume().await,
+                Some(NSQEvent::Healthy())
+            ));
+            let mut producer = NSQProducerConfig::new(addr.clone())
                 .set_shared(fast())
                 .build();
-            assert!(matches!(consumer.consume().await, Some(NSQEvent::Healthy())));
-            let mut producer = NSQProducerConfig::new(addr.clone()).set_shared(fast()).build();
-            assert!(matches!(producer.consume().await, Some(NSQEvent::Healthy())));
-            let bodies: Vec<Vec<u8>> = (0..count).map(|i| format!("m{i:06}").into_bytes()).collect();
+            assert!(matches!(
+                producer.consume().await,
+                Some(NSQEvent::Healthy())
+            ));
+            let bodies: Vec<Vec<u8>> = (0..count)
+                .map(|i| format!("m{i:06}").into_bytes())
+                .collect();
             let mut commands = 0;
             for chunk in bodies.chunks(50) {
                 producer.publish(&topic, chunk[0].clone()).await.unwrap();
-                producer.publish_multiple(&topic, chunk[1..].to_vec()).await.unwrap();
+                producer
+                    .publish_multiple(&topic, chunk[1..].to_vec())
+                    .await
+                    .unwrap();
                 commands += 2;
             }
             for _ in 0..commands {
@@ -105,6 +135,8 @@ fn tokio_nsq_publishes_and_consumes() {
                 msg.finish().await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(60), run).await.expect("tokio-nsq check timed out");
+        tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("tokio-nsq check timed out");
     });
 }

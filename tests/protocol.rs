@@ -33,7 +33,9 @@ on_both_core_counts!(bad_magic_gets_framed_error_and_close, |b: Broker| {
 
 on_both_core_counts!(identify_negotiation_reply_is_nsqds, |b: Broker| {
     let mut c = b.client();
-    let reply = c.identify(r#"{"feature_negotiation":true,"client_id":"x","hostname":"h","user_agent":"ua"}"#);
+    let reply = c.identify(
+        r#"{"feature_negotiation":true,"client_id":"x","hostname":"h","user_agent":"ua"}"#,
+    );
     assert_eq!(
         String::from_utf8(reply).unwrap(),
         r#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"output_buffer_size":16384,"output_buffer_timeout":250}"#
@@ -66,16 +68,32 @@ on_both_core_counts!(publish_subscribe_finish, |b: Broker| {
         assert_eq!(m.body, b"hello");
         assert_eq!(m.attempts, 1);
         assert_eq!(m.id.len(), 16);
-        assert!(m.id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
-        assert!((now_ns - m.timestamp).abs() < 60_000_000_000, "timestamp is Unix ns");
+        assert!(
+            m.id.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        assert!(
+            (now_ns - m.timestamp).abs() < 60_000_000_000,
+            "timestamp is Unix ns"
+        );
         consumer.line(&format!("FIN {}", m.id));
         // FIN answers nothing; a second FIN of the same ID is a non-fatal error.
         consumer.line(&format!("FIN {}", m.id));
-        consumer.expect_error(&format!("E_FIN_FAILED FIN {} failed ID not in flight", m.id));
+        consumer.expect_error(&format!(
+            "E_FIN_FAILED FIN {} failed ID not in flight",
+            m.id
+        ));
         consumer.line("NOP");
         producer.publish(&topic, b"again");
-        assert_eq!(consumer.expect_message().body, b"again", "connection still open after E_FIN_FAILED");
+        assert_eq!(
+            consumer.expect_message().body,
+            b"again",
+            "connection still open after E_FIN_FAILED"
+        );
     }
 });
 
@@ -116,25 +134,31 @@ on_both_core_counts!(req_with_delay_and_attempts, |b: Broker| {
     c.expect_silence(Duration::from_millis(300));
 });
 
-on_both_core_counts!(in_flight_timeout_redelivers_and_touch_extends, |b: Broker| {
-    let topic = unique("timeout");
-    let mut c = b.client();
-    c.identify(r#"{"msg_timeout":1000}"#);
-    c.sub(&topic, "c");
-    c.line("RDY 2");
-    b.client().publish(&topic, b"t");
-    let first = c.expect_message();
-    let redelivered = c.expect_message();
-    assert_eq!((redelivered.id.as_str(), redelivered.attempts), (first.id.as_str(), 2));
-    // TOUCH keeps it ours: for 1.6 s (past the 1 s timeout) nothing is redelivered.
-    for _ in 0..4 {
-        std::thread::sleep(Duration::from_millis(400));
-        c.line(&format!("TOUCH {}", first.id));
+on_both_core_counts!(
+    in_flight_timeout_redelivers_and_touch_extends,
+    |b: Broker| {
+        let topic = unique("timeout");
+        let mut c = b.client();
+        c.identify(r#"{"msg_timeout":1000}"#);
+        c.sub(&topic, "c");
+        c.line("RDY 2");
+        b.client().publish(&topic, b"t");
+        let first = c.expect_message();
+        let redelivered = c.expect_message();
+        assert_eq!(
+            (redelivered.id.as_str(), redelivered.attempts),
+            (first.id.as_str(), 2)
+        );
+        // TOUCH keeps it ours: for 1.6 s (past the 1 s timeout) nothing is redelivered.
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(400));
+            c.line(&format!("TOUCH {}", first.id));
+        }
+        c.expect_silence(Duration::from_millis(200));
+        c.line(&format!("FIN {}", first.id));
+        c.expect_silence(Duration::from_millis(1300));
     }
-    c.expect_silence(Duration::from_millis(200));
-    c.line(&format!("FIN {}", first.id));
-    c.expect_silence(Duration::from_millis(1300));
-});
+);
 
 on_both_core_counts!(fan_out_and_load_balancing, |b: Broker| {
     let topic = unique("fan");
@@ -197,22 +221,25 @@ on_both_core_counts!(messages_before_any_channel_go_to_the_first, |b: Broker| {
     second.expect_silence(Duration::from_millis(300));
 });
 
-on_both_core_counts!(ephemeral_channel_goes_away_with_last_consumer, |b: Broker| {
-    let topic = unique("eph");
-    let mut c = b.client();
-    c.sub(&topic, "e#ephemeral");
-    let mut keep = b.client();
-    keep.sub(&topic, "durable");
-    drop(c);
-    std::thread::sleep(Duration::from_millis(300));
-    b.client().publish(&topic, b"after");
-    let mut again = b.client();
-    again.sub(&topic, "e#ephemeral");
-    again.line("RDY 5");
-    again.expect_silence(Duration::from_millis(400));
-    keep.line("RDY 5");
-    assert_eq!(keep.expect_message().body, b"after");
-});
+on_both_core_counts!(
+    ephemeral_channel_goes_away_with_last_consumer,
+    |b: Broker| {
+        let topic = unique("eph");
+        let mut c = b.client();
+        c.sub(&topic, "e#ephemeral");
+        let mut keep = b.client();
+        keep.sub(&topic, "durable");
+        drop(c);
+        std::thread::sleep(Duration::from_millis(300));
+        b.client().publish(&topic, b"after");
+        let mut again = b.client();
+        again.sub(&topic, "e#ephemeral");
+        again.line("RDY 5");
+        again.expect_silence(Duration::from_millis(400));
+        keep.line("RDY 5");
+        assert_eq!(keep.expect_message().body, b"after");
+    }
+);
 
 on_both_core_counts!(cls_answers_close_wait_and_keeps_socket, |b: Broker| {
     let topic = unique("cls");
@@ -237,7 +264,11 @@ on_both_core_counts!(heartbeats_and_idle_close, |b: Broker| {
     assert!(start.elapsed() < Duration::from_secs(3));
     // Silent for 2 intervals: nsqd closes the connection.
     c.expect_closed();
-    assert!(start.elapsed() < Duration::from_secs(6), "closed after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "closed after {:?}",
+        start.elapsed()
+    );
     // Heartbeats can be disabled, and then SUB is refused.
     let mut d = b.client();
     d.identify(r#"{"heartbeat_interval":-1}"#);
@@ -269,35 +300,139 @@ fn fatal_cases() -> Vec<(&'static [&'static str], Vec<u8>, &'static str)> {
     vec![
         (&[], b"FOO\n".to_vec(), "E_INVALID invalid command FOO"),
         (&[], b"\n".to_vec(), "E_INVALID invalid command "),
-        (&[], b"PUB\n".to_vec(), "E_INVALID PUB insufficient number of parameters"),
-        (&[], b"PUB a*b\n".to_vec(), "E_BAD_TOPIC PUB topic name \"a*b\" is not valid"),
+        (
+            &[],
+            b"PUB\n".to_vec(),
+            "E_INVALID PUB insufficient number of parameters",
+        ),
+        (
+            &[],
+            b"PUB a*b\n".to_vec(),
+            "E_BAD_TOPIC PUB topic name \"a*b\" is not valid",
+        ),
         (&[], neg, "E_BAD_MESSAGE PUB invalid message body size -1"),
-        (&[], huge, "E_BAD_MESSAGE PUB message too big 2147483647 > 1048576"),
-        (&[], b"MPUB a*b\n".to_vec(), "E_BAD_TOPIC E_BAD_TOPIC MPUB topic name \"a*b\" is not valid"),
-        (&[], mpub_huge, "E_BAD_BODY MPUB body too big 2147483647 > 5242880"),
-        (&[], mpub_zero, "E_BAD_MESSAGE MPUB invalid message(1) body size 0"),
-        (&[], b"DPUB t x\n".to_vec(), "E_INVALID DPUB could not parse timeout x"),
-        (&[], b"DPUB t 3600001\n".to_vec(), "E_INVALID DPUB timeout 3600001 out of range 0-3600000"),
-        (&[], b"SUB t\n".to_vec(), "E_INVALID SUB insufficient number of parameters"),
-        (&[], b"SUB t c*\n".to_vec(), "E_BAD_CHANNEL SUB channel name \"c*\" is not valid"),
-        (&[], b"RDY 1\n".to_vec(), "E_INVALID cannot RDY in current state"),
-        (&[], b"FIN 0123456789abcdef\n".to_vec(), "E_INVALID cannot FIN in current state"),
-        (&[], b"REQ\n".to_vec(), "E_INVALID cannot REQ in current state"),
-        (&[], b"TOUCH\n".to_vec(), "E_INVALID cannot TOUCH in current state"),
-        (&[], b"CLS\n".to_vec(), "E_INVALID cannot CLS in current state"),
-        (&[], identify_big, "E_BAD_BODY IDENTIFY body too big 2147483647 > 5242880"),
-        (&[], identify_bad, "E_BAD_BODY IDENTIFY failed to decode JSON body"),
-        (&[], b"AUTH x\n".to_vec(), "E_INVALID AUTH invalid number of parameters"),
+        (
+            &[],
+            huge,
+            "E_BAD_MESSAGE PUB message too big 2147483647 > 1048576",
+        ),
+        (
+            &[],
+            b"MPUB a*b\n".to_vec(),
+            "E_BAD_TOPIC E_BAD_TOPIC MPUB topic name \"a*b\" is not valid",
+        ),
+        (
+            &[],
+            mpub_huge,
+            "E_BAD_BODY MPUB body too big 2147483647 > 5242880",
+        ),
+        (
+            &[],
+            mpub_zero,
+            "E_BAD_MESSAGE MPUB invalid message(1) body size 0",
+        ),
+        (
+            &[],
+            b"DPUB t x\n".to_vec(),
+            "E_INVALID DPUB could not parse timeout x",
+        ),
+        (
+            &[],
+            b"DPUB t 3600001\n".to_vec(),
+            "E_INVALID DPUB timeout 3600001 out of range 0-3600000",
+        ),
+        (
+            &[],
+            b"SUB t\n".to_vec(),
+            "E_INVALID SUB insufficient number of parameters",
+        ),
+        (
+            &[],
+            b"SUB t c*\n".to_vec(),
+            "E_BAD_CHANNEL SUB channel name \"c*\" is not valid",
+        ),
+        (
+            &[],
+            b"RDY 1\n".to_vec(),
+            "E_INVALID cannot RDY in current state",
+        ),
+        (
+            &[],
+            b"FIN 0123456789abcdef\n".to_vec(),
+            "E_INVALID cannot FIN in current state",
+        ),
+        (
+            &[],
+            b"REQ\n".to_vec(),
+            "E_INVALID cannot REQ in current state",
+        ),
+        (
+            &[],
+            b"TOUCH\n".to_vec(),
+            "E_INVALID cannot TOUCH in current state",
+        ),
+        (
+            &[],
+            b"CLS\n".to_vec(),
+            "E_INVALID cannot CLS in current state",
+        ),
+        (
+            &[],
+            identify_big,
+            "E_BAD_BODY IDENTIFY body too big 2147483647 > 5242880",
+        ),
+        (
+            &[],
+            identify_bad,
+            "E_BAD_BODY IDENTIFY failed to decode JSON body",
+        ),
+        (
+            &[],
+            b"AUTH x\n".to_vec(),
+            "E_INVALID AUTH invalid number of parameters",
+        ),
         (&[], auth, "E_AUTH_DISABLED AUTH disabled"),
-        (sub, b"SUB t c\n".to_vec(), "E_INVALID cannot SUB in current state"),
-        (sub, b"IDENTIFY\n".to_vec(), "E_INVALID cannot IDENTIFY in current state"),
-        (sub, b"RDY 2501\n".to_vec(), "E_INVALID RDY count 2501 out of range 0-2500"),
-        (sub, b"RDY x\n".to_vec(), "E_INVALID RDY could not parse count x"),
-        (sub, b"FIN\n".to_vec(), "E_INVALID FIN insufficient number of params"),
+        (
+            sub,
+            b"SUB t c\n".to_vec(),
+            "E_INVALID cannot SUB in current state",
+        ),
+        (
+            sub,
+            b"IDENTIFY\n".to_vec(),
+            "E_INVALID cannot IDENTIFY in current state",
+        ),
+        (
+            sub,
+            b"RDY 2501\n".to_vec(),
+            "E_INVALID RDY count 2501 out of range 0-2500",
+        ),
+        (
+            sub,
+            b"RDY x\n".to_vec(),
+            "E_INVALID RDY could not parse count x",
+        ),
+        (
+            sub,
+            b"FIN\n".to_vec(),
+            "E_INVALID FIN insufficient number of params",
+        ),
         (sub, b"FIN abc\n".to_vec(), "E_INVALID invalid message ID"),
-        (sub, b"REQ 0123456789abcdef\n".to_vec(), "E_INVALID REQ insufficient number of params"),
-        (sub, b"REQ 0123456789abcdef x\n".to_vec(), "E_INVALID REQ could not parse timeout x"),
-        (sub, b"TOUCH\n".to_vec(), "E_INVALID TOUCH insufficient number of params"),
+        (
+            sub,
+            b"REQ 0123456789abcdef\n".to_vec(),
+            "E_INVALID REQ insufficient number of params",
+        ),
+        (
+            sub,
+            b"REQ 0123456789abcdef x\n".to_vec(),
+            "E_INVALID REQ could not parse timeout x",
+        ),
+        (
+            sub,
+            b"TOUCH\n".to_vec(),
+            "E_INVALID TOUCH insufficient number of params",
+        ),
     ]
 }
 
@@ -323,12 +458,30 @@ on_both_core_counts!(every_fatal_error_text_then_close, |b: Broker| {
 
 on_both_core_counts!(identify_validation_errors, |b: Broker| {
     for (json, text) in [
-        (r#"{"heartbeat_interval":999}"#, "E_BAD_BODY IDENTIFY heartbeat interval (999) is invalid"),
-        (r#"{"output_buffer_size":10}"#, "E_BAD_BODY IDENTIFY output buffer size (10) is invalid"),
-        (r#"{"output_buffer_timeout":10}"#, "E_BAD_BODY IDENTIFY output buffer timeout (10) is invalid"),
-        (r#"{"sample_rate":100}"#, "E_BAD_BODY IDENTIFY sample rate (100) is invalid"),
-        (r#"{"msg_timeout":900001}"#, "E_BAD_BODY IDENTIFY msg timeout (900001) is invalid"),
-        (r#"{"client_id":5}"#, "E_BAD_BODY IDENTIFY failed to decode JSON body"),
+        (
+            r#"{"heartbeat_interval":999}"#,
+            "E_BAD_BODY IDENTIFY heartbeat interval (999) is invalid",
+        ),
+        (
+            r#"{"output_buffer_size":10}"#,
+            "E_BAD_BODY IDENTIFY output buffer size (10) is invalid",
+        ),
+        (
+            r#"{"output_buffer_timeout":10}"#,
+            "E_BAD_BODY IDENTIFY output buffer timeout (10) is invalid",
+        ),
+        (
+            r#"{"sample_rate":100}"#,
+            "E_BAD_BODY IDENTIFY sample rate (100) is invalid",
+        ),
+        (
+            r#"{"msg_timeout":900001}"#,
+            "E_BAD_BODY IDENTIFY msg timeout (900001) is invalid",
+        ),
+        (
+            r#"{"client_id":5}"#,
+            "E_BAD_BODY IDENTIFY failed to decode JSON body",
+        ),
     ] {
         let mut c = b.client();
         c.with_body("IDENTIFY", json.as_bytes());
@@ -424,8 +577,14 @@ fn two_cores_route_across_the_mesh() {
     }
     assert_eq!(total, 8 * 2 * 4);
     let log = b.log();
-    assert!(log.contains("cross-shard publish"), "no publish crossed cores:\n{log}");
-    assert!(log.contains("cross-shard subscribe"), "no subscription crossed cores:\n{log}");
+    assert!(
+        log.contains("cross-shard publish"),
+        "no publish crossed cores:\n{log}"
+    );
+    assert!(
+        log.contains("cross-shard subscribe"),
+        "no subscription crossed cores:\n{log}"
+    );
 }
 
 #[test]
@@ -435,7 +594,9 @@ fn sigterm_exits_zero_promptly_with_clients_connected() {
     let mut c = b.client();
     c.sub(&topic, "c");
     let _idle = b.client();
-    let status = b.terminate(Duration::from_secs(5)).expect("exited within 5 s");
+    let status = b
+        .terminate(Duration::from_secs(5))
+        .expect("exited within 5 s");
     assert!(status.success(), "{status}");
     c.expect_closed();
 }
