@@ -549,9 +549,22 @@ fn mem_queue_overflow_is_refused_not_dropped() {
 #[test]
 fn two_cores_route_across_the_mesh() {
     let b = Broker::with_cores(2, &["--log-level=debug"]);
-    // Eight topics spread over both owners; each connection lands on one core, so some
-    // publishes and subscriptions must cross.
-    let topics: Vec<String> = (0..8).map(|i| unique(&format!("mesh{i}_"))).collect();
+    // Four topics owned by each core; each connection lands on one core, so every producer
+    // publishes to topics of the other core too.
+    let mut topics: Vec<String> = Vec::new();
+    for owner in [0, 1] {
+        while topics
+            .iter()
+            .filter(|t| nsqd_uring::mesh::owner_of(t, 2) == owner)
+            .count()
+            < 4
+        {
+            let t = unique("mesh");
+            if nsqd_uring::mesh::owner_of(&t, 2) == owner {
+                topics.push(t);
+            }
+        }
+    }
     let mut consumers: Vec<Client> = Vec::new();
     for t in &topics {
         for _ in 0..2 {
