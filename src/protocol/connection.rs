@@ -53,8 +53,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
         let _ = stream.write_all(&out).await;
         return;
     }
-    let Some(writer) = dup_stream(&stream) else {
-        return;
+    let writer = match dup_stream(&stream) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(
+                "client({remote}) dropped: cannot duplicate its socket ({e}); raise the open-file limit"
+            );
+            return;
+        }
     };
     let client = Rc::new(ClientHandle::new(
         conn_id,
@@ -84,11 +90,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
 
 /// A second handle on the same socket for the writer task, so reads and writes proceed
 /// independently on io_uring.
-fn dup_stream(stream: &TcpStream) -> Option<TcpStream> {
-    let fd = nix::unistd::dup(stream.as_raw_fd()).ok()?;
+fn dup_stream(stream: &TcpStream) -> nix::Result<TcpStream> {
+    let fd = nix::unistd::dup(stream.as_raw_fd())?;
     // SAFETY: `fd` was just created by dup(2) and is owned by nothing else; the new stream
     // takes sole ownership and closes it on drop.
-    Some(unsafe { TcpStream::from_raw_fd(fd) })
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
 /// Drains the connection's output to the socket until the connection closes.
