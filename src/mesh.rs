@@ -35,14 +35,32 @@ pub enum ChannelOp {
     Leave,
 }
 
+/// One PUB, MPUB or DPUB: bodies accepted together or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishCmd {
+    /// Topic name (validated).
+    pub topic: String,
+    /// Message bodies (one for PUB/DPUB).
+    pub bodies: Vec<Bytes>,
+    /// DPUB deferral in milliseconds (0 = none).
+    pub defer_ms: u64,
+}
+
+/// How a batch of publishes fared: the first `accepted` succeeded; `error` explains the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// Commands accepted, in order.
+    pub accepted: usize,
+    /// Why the command after them was refused (then the rest was not attempted).
+    pub error: Option<String>,
+}
+
 /// One cross-core message.
 #[derive(Debug)]
 pub enum MeshMsg {
-    /// To a topic's owner: accept these bodies (PUB/MPUB/DPUB).
+    /// To a topic's owner: apply these publishes in order, stopping at the first refusal.
     Publish {
-        topic: String,
-        bodies: Vec<Bytes>,
-        defer_ms: u64,
+        batch: Vec<PublishCmd>,
         reply: ReplyTo,
     },
     /// To a topic's owner: add this consumer to topic/channel.
@@ -56,11 +74,13 @@ pub enum MeshMsg {
     Channel { conn: u64, op: ChannelOp },
     /// To a consumer's shard: write this message to connection `conn`.
     Deliver { conn: u64, msg: Message },
-    /// To a waiting shard: the outcome of a Publish or Subscribe.
-    Reply {
+    /// To a waiting shard: the outcome of a Subscribe.
+    SubscribeReply {
         token: u64,
         result: Result<(), String>,
     },
+    /// To a waiting shard: the outcome of a Publish batch.
+    PublishReply { token: u64, outcome: PublishOutcome },
     /// To a consumer's shard: a non-fatal error frame for `conn` (failed FIN/REQ/TOUCH).
     ClientError { conn: u64, error: ProtocolError },
 }

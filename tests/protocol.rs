@@ -613,3 +613,58 @@ fn sigterm_exits_zero_promptly_with_clients_connected() {
     assert!(status.success(), "{status}");
     c.expect_closed();
 }
+
+#[test]
+fn pipelined_publishes_are_answered_in_order_and_stop_at_the_first_refusal() {
+    let b = Broker::with_cores(2, &["--mem-queue-size=5"]);
+    let topic = unique("pipe");
+    let mut c = b.client();
+    c.sub(&topic, "c");
+    // Seven PUBs in one write: five fit, the sixth is refused and the seventh never runs.
+    let mut p = b.client();
+    let mut bytes = Vec::new();
+    for i in 0..7 {
+        bytes.extend_from_slice(format!("PUB {topic}\n").as_bytes());
+        bytes.extend_from_slice(&1u32.to_be_bytes());
+        bytes.push(b'0' + i);
+    }
+    p.send(&bytes);
+    for _ in 0..5 {
+        p.expect_ok();
+    }
+    match p.next() {
+        Frame::Error(t) => assert!(t.starts_with("E_PUB_FAILED PUB failed "), "{t}"),
+        other => panic!("expected E_PUB_FAILED, got {other:?}"),
+    }
+    p.expect_closed();
+    c.line("RDY 10");
+    let got: Vec<_> = (0..5).map(|_| c.expect_message().body).collect();
+    assert_eq!(
+        got,
+        vec![
+            b"0".to_vec(),
+            b"1".to_vec(),
+            b"2".to_vec(),
+            b"3".to_vec(),
+            b"4".to_vec()
+        ]
+    );
+    c.expect_silence(Duration::from_millis(200));
+    // Pipelined publishes to topics of both cores, mixed with other commands, answer in order.
+    let topics: Vec<String> = (0..6).map(|i| unique(&format!("pipe{i}_"))).collect();
+    let mut q = b.client();
+    let mut bytes = Vec::new();
+    for t in &topics {
+        bytes.extend_from_slice(format!("PUB {t}\n").as_bytes());
+        bytes.extend_from_slice(&1u32.to_be_bytes());
+        bytes.push(b'x');
+        bytes.extend_from_slice(b"NOP\n");
+    }
+    bytes.extend_from_slice(format!("SUB {} c\n", topics[0]).as_bytes());
+    bytes.extend_from_slice(b"RDY 1\n");
+    q.send(&bytes);
+    for _ in 0..topics.len() + 1 {
+        q.expect_ok();
+    }
+    assert_eq!(q.expect_message().body, b"x");
+}

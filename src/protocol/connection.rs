@@ -16,7 +16,7 @@ use super::errors::*;
 use super::frame;
 use super::identify::{self, ClientSettings, Features};
 use crate::broker::channel::{ConsumerId, ConsumerInfo};
-use crate::mesh::ChannelOp;
+use crate::mesh::{ChannelOp, PublishCmd};
 use crate::settings::NSQD_VERSION;
 use crate::shard::Shard;
 use crate::shard::client::{ClientHandle, OUTPUT_HIGH_WATER};
@@ -25,6 +25,8 @@ use crate::shard::client::{ClientHandle, OUTPUT_HIGH_WATER};
 const READ_CHUNK: usize = 64 * 1024;
 /// A new connection's read buffer starts small so idle connections stay cheap.
 const INITIAL_READ_BUFFER: usize = 1024;
+/// At most this many consecutive publishes travel as one batch.
+const MAX_PUBLISH_BATCH: usize = 256;
 /// The protocol magic for V2.
 const MAGIC_V2: &[u8; 4] = b"  V2";
 
@@ -127,6 +129,88 @@ async fn write_loop(client: Rc<ClientHandle>, mut stream: TcpStream) {
     let _ = nix::sys::socket::shutdown(stream.as_raw_fd(), nix::sys::socket::Shutdown::Both);
 }
 
+/// Which publish command a [`PublishCmd`] came from (for its error code and text).
+#[derive(Debug, Clone, Copy)]
+enum PublishKind {
+    Pub,
+    Mpub,
+    Dpub,
+}
+
+impl PublishKind {
+    /// Separates a publish command into its kind and payload; other commands come back as is.
+    fn split(cmd: Command) -> Result<(PublishKind, PublishCmd), Command> {
+        match cmd {
+            Command::Pub { topic, body } => Ok((
+                PublishKind::Pub,
+                PublishCmd {
+                    topic,
+                    bodies: vec![body],
+                    defer_ms: 0,
+                },
+            )),
+            Command::Mpub { topic, bodies } => Ok((
+                PublishKind::Mpub,
+                PublishCmd {
+                    topic,
+                    bodies,
+                    defer_ms: 0,
+                },
+            )),
+            Command::Dpub {
+                topic,
+                defer_ms,
+                body,
+            } => Ok((
+                PublishKind::Dpub,
+                PublishCmd {
+                    topic,
+                    bodies: vec![body],
+                    defer_ms,
+                },
+            )),
+            other => Err(other),
+        }
+    }
+
+    /// Rebuilds the command (for one read ahead that belongs to another core's batch).
+    fn join(self, cmd: PublishCmd) -> Command {
+        let PublishCmd {
+            topic,
+            mut bodies,
+            defer_ms,
+        } = cmd;
+        match self {
+            PublishKind::Pub => Command::Pub {
+                topic,
+                body: bodies.remove(0),
+            },
+            PublishKind::Mpub => Command::Mpub { topic, bodies },
+            PublishKind::Dpub => Command::Dpub {
+                topic,
+                defer_ms,
+                body: bodies.remove(0),
+            },
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            PublishKind::Pub => "PUB",
+            PublishKind::Mpub => "MPUB",
+            PublishKind::Dpub => "DPUB",
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            PublishKind::Pub => E_PUB_FAILED,
+            PublishKind::Mpub => E_MPUB_FAILED,
+            PublishKind::Dpub => E_DPUB_FAILED,
+        }
+    }
+}
+
 struct Subscription {
     owner: usize,
 }
@@ -150,21 +234,38 @@ enum Flow {
 }
 
 impl Connection {
+    fn decode_context(&self) -> DecodeContext {
+        DecodeContext {
+            state: self.state,
+            heartbeats_disabled: self.settings.heartbeat_interval.is_none(),
+            limits: self.shard.settings.limits,
+        }
+    }
+
     async fn read_loop(&mut self, stream: &mut TcpStream, buf: &mut BytesMut) {
         let mut eof = false;
+        // A command decoded ahead while gathering publishes, handled next.
+        let mut held = None;
         loop {
             loop {
                 if self.client.is_closing() {
                     return;
                 }
-                let ctx = DecodeContext {
-                    state: self.state,
-                    heartbeats_disabled: self.settings.heartbeat_interval.is_none(),
-                    limits: self.shard.settings.limits,
+                let decoded = match held.take() {
+                    Some(d) => d,
+                    None => codec::decode(buf, &self.decode_context(), eof),
                 };
-                match codec::decode(buf, &ctx, eof) {
+                match decoded {
                     Ok(Some(cmd)) => {
-                        if let Flow::Close = self.handle(cmd, stream).await {
+                        let flow = match PublishKind::split(cmd) {
+                            Ok((kind, first)) => {
+                                let (flow, next) = self.publish_run(kind, first, buf, eof).await;
+                                held = next;
+                                flow
+                            }
+                            Err(cmd) => self.handle(cmd, stream).await,
+                        };
+                        if let Flow::Close = flow {
                             return;
                         }
                     }
@@ -247,21 +348,8 @@ impl Connection {
                     )),
                 }
             }
-            Command::Pub { topic, body } => {
-                self.publish(&topic, vec![body], 0, "PUB", E_PUB_FAILED)
-                    .await
-            }
-            Command::Mpub { topic, bodies } => {
-                self.publish(&topic, bodies, 0, "MPUB", E_MPUB_FAILED).await
-            }
-            Command::Dpub {
-                topic,
-                defer_ms,
-                body,
-            } => {
-                self.publish(&topic, vec![body], defer_ms, "DPUB", E_DPUB_FAILED)
-                    .await
-            }
+            // Publishes never get here: the read loop batches them (publish_run).
+            Command::Pub { .. } | Command::Mpub { .. } | Command::Dpub { .. } => Flow::Continue,
             Command::Rdy(n) => self.channel_op(ChannelOp::Ready(n)),
             Command::Fin(id) => self.channel_op(ChannelOp::Finish(id)),
             Command::Touch(id) => self.channel_op(ChannelOp::Touch(id)),
@@ -294,20 +382,55 @@ impl Connection {
         Flow::Continue
     }
 
-    async fn publish(
-        &self,
-        topic: &str,
-        bodies: Vec<bytes::Bytes>,
-        defer_ms: u64,
-        cmd: &str,
-        code: &'static str,
-    ) -> Flow {
-        match self.shard.publish(topic, bodies, defer_ms).await {
-            Ok(()) => {
-                self.client.push_response(frame::OK);
-                Flow::Continue
+    /// Applies a publish and every publish to the same owner core that directly follows it in
+    /// the read buffer, as one batch (one mesh round trip for a pipelining client). Answers
+    /// each in order; the first refusal is fatal, as in nsqd. Returns the first command that
+    /// did not join the batch.
+    async fn publish_run(
+        &mut self,
+        kind: PublishKind,
+        first: PublishCmd,
+        buf: &mut BytesMut,
+        eof: bool,
+    ) -> (Flow, Option<codec::DecodeResult>) {
+        let owner = self.shard.owner_of(&first.topic);
+        let mut kinds = vec![kind];
+        let mut batch = vec![first];
+        let mut next = None;
+        while batch.len() < MAX_PUBLISH_BATCH {
+            let decoded = codec::decode(buf, &self.decode_context(), eof);
+            match decoded {
+                Ok(Some(cmd)) => match PublishKind::split(cmd) {
+                    Ok((kind, cmd)) if self.shard.owner_of(&cmd.topic) == owner => {
+                        kinds.push(kind);
+                        batch.push(cmd);
+                    }
+                    Ok((kind, cmd)) => {
+                        next = Some(Ok(Some(kind.join(cmd))));
+                        break;
+                    }
+                    Err(cmd) => {
+                        next = Some(Ok(Some(cmd)));
+                        break;
+                    }
+                },
+                other => {
+                    next = Some(other);
+                    break;
+                }
             }
-            Err(e) => self.fatal(ProtocolError::fatal(code, format!("{cmd} failed {e}"))),
+        }
+        let outcome = self.shard.publish(owner, batch).await;
+        for _ in 0..outcome.accepted {
+            self.client.push_response(frame::OK);
+        }
+        match outcome.error {
+            None => (Flow::Continue, next),
+            Some(e) => {
+                let kind = kinds[outcome.accepted];
+                let text = format!("{} failed {e}", kind.name());
+                (self.fatal(ProtocolError::fatal(kind.code(), text)), None)
+            }
         }
     }
 

@@ -13,7 +13,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
@@ -21,7 +20,7 @@ use rustc_hash::FxHashMap;
 use crate::broker::channel::{ConsumerId, ConsumerInfo};
 use crate::broker::message::Message;
 use crate::broker::topic::Topic;
-use crate::mesh::{ChannelOp, MeshMsg, ReplyTo, owner_of};
+use crate::mesh::{ChannelOp, MeshMsg, PublishCmd, PublishOutcome, ReplyTo, owner_of};
 use crate::protocol::errors::ProtocolError;
 use crate::settings::Settings;
 use client::ClientHandle;
@@ -44,7 +43,8 @@ pub struct Shard {
     clients: RefCell<FxHashMap<u64, Rc<ClientHandle>>>,
     /// Cross-core traffic waiting to leave.
     pub outboxes: Rc<Outboxes>,
-    pending: PendingReplies,
+    pending_subscribes: PendingReplies<RemoteResult>,
+    pending_publishes: PendingReplies<PublishOutcome>,
     rng: RefCell<SmallRng>,
 }
 
@@ -65,7 +65,8 @@ impl Shard {
             subscriptions: RefCell::new(FxHashMap::default()),
             clients: RefCell::new(FxHashMap::default()),
             outboxes: Rc::new(Outboxes::new(nr_shards)),
-            pending: PendingReplies::default(),
+            pending_subscribes: PendingReplies::default(),
+            pending_publishes: PendingReplies::default(),
             rng: RefCell::new(SmallRng::from_entropy()),
         }
     }
@@ -100,25 +101,27 @@ impl Shard {
         self.clients.borrow().len()
     }
 
-    /// PUB/MPUB/DPUB: answered once the owner accepted (or refused) the whole batch.
-    pub async fn publish(&self, topic: &str, bodies: Vec<Bytes>, defer_ms: u64) -> RemoteResult {
-        let owner = self.owner_of(topic);
+    /// PUB/MPUB/DPUB commands for topics owned by `owner`, applied in order until one is
+    /// refused. Consecutive publishes of a pipelining client cross cores as one batch.
+    pub async fn publish(&self, owner: usize, batch: Vec<PublishCmd>) -> PublishOutcome {
         if owner == self.id {
-            return self.apply_publish(topic, &bodies, defer_ms);
+            return self.apply_publishes(&batch);
         }
-        let (token, reply) = self.pending.register();
-        let reply_to = ReplyTo {
-            shard: self.id,
-            token,
-        };
-        tracing::debug!(topic, from = self.id, to = owner, "cross-shard publish");
+        let (token, reply) = self.pending_publishes.register();
+        tracing::debug!(
+            from = self.id,
+            to = owner,
+            commands = batch.len(),
+            "cross-shard publish"
+        );
         self.outboxes.push(
             owner,
             MeshMsg::Publish {
-                topic: topic.to_string(),
-                bodies,
-                defer_ms,
-                reply: reply_to,
+                batch,
+                reply: ReplyTo {
+                    shard: self.id,
+                    token,
+                },
             },
         );
         reply.await
@@ -135,7 +138,7 @@ impl Shard {
         if owner == self.id {
             return self.apply_subscribe(topic, channel, consumer);
         }
-        let (token, reply) = self.pending.register();
+        let (token, reply) = self.pending_subscribes.register();
         tracing::debug!(
             topic,
             channel,
@@ -218,20 +221,11 @@ impl Shard {
         let c = &self.outboxes.counters;
         c.messages_in.set(c.messages_in.get() + 1);
         match msg {
-            MeshMsg::Publish {
-                topic,
-                bodies,
-                defer_ms,
-                reply,
-            } => {
-                let result = self.apply_publish(&topic, &bodies, defer_ms);
-                self.outboxes.push(
-                    reply.shard,
-                    MeshMsg::Reply {
-                        token: reply.token,
-                        result,
-                    },
-                );
+            MeshMsg::Publish { batch, reply } => {
+                let outcome = self.apply_publishes(&batch);
+                let token = reply.token;
+                self.outboxes
+                    .push(reply.shard, MeshMsg::PublishReply { token, outcome });
             }
             MeshMsg::Subscribe {
                 topic,
@@ -240,13 +234,9 @@ impl Shard {
                 reply,
             } => {
                 let result = self.apply_subscribe(&topic, &channel, *consumer);
-                self.outboxes.push(
-                    reply.shard,
-                    MeshMsg::Reply {
-                        token: reply.token,
-                        result,
-                    },
-                );
+                let token = reply.token;
+                self.outboxes
+                    .push(reply.shard, MeshMsg::SubscribeReply { token, result });
             }
             MeshMsg::Channel { conn, op } => {
                 self.apply_channel_op(ConsumerId { shard: from, conn }, op)
@@ -256,7 +246,12 @@ impl Shard {
                     c.push_message(&msg);
                 }
             }
-            MeshMsg::Reply { token, result } => self.pending.complete(token, result),
+            MeshMsg::SubscribeReply { token, result } => {
+                self.pending_subscribes.complete(token, result)
+            }
+            MeshMsg::PublishReply { token, outcome } => {
+                self.pending_publishes.complete(token, outcome)
+            }
             MeshMsg::ClientError { conn, error } => {
                 if let Some(c) = self.clients.borrow().get(&conn) {
                     c.push_error(&error);
@@ -267,6 +262,10 @@ impl Shard {
 
     /// Fails every reply still awaited (the mesh is going away).
     pub fn fail_pending(&self) {
-        self.pending.fail_all("exiting");
+        self.pending_subscribes.fail_all(|| Err("exiting".into()));
+        self.pending_publishes.fail_all(|| PublishOutcome {
+            accepted: 0,
+            error: Some("exiting".into()),
+        });
     }
 }

@@ -9,7 +9,7 @@ use super::Shard;
 use super::reply::RemoteResult;
 use crate::broker::channel::{Channel, ConsumerId, ConsumerInfo};
 use crate::broker::topic::Topic;
-use crate::mesh::ChannelOp;
+use crate::mesh::{ChannelOp, PublishCmd, PublishOutcome};
 use crate::protocol::errors::{E_FIN_FAILED, E_REQ_FAILED, E_TOUCH_FAILED, ProtocolError};
 
 impl Shard {
@@ -30,13 +30,25 @@ impl Shard {
         })
     }
 
+    /// Applies publishes in order, stopping at the first refusal (as nsqd, which closes the
+    /// connection at the first failed publish and so never runs the later ones).
+    pub(super) fn apply_publishes(&self, batch: &[PublishCmd]) -> PublishOutcome {
+        for (i, cmd) in batch.iter().enumerate() {
+            if let Err(e) = self.apply_publish(&cmd.topic, &cmd.bodies, cmd.defer_ms) {
+                return PublishOutcome {
+                    accepted: i,
+                    error: Some(e),
+                };
+            }
+        }
+        PublishOutcome {
+            accepted: batch.len(),
+            error: None,
+        }
+    }
+
     /// Accepts a publish on an owned topic and delivers what consumers are ready for.
-    pub(super) fn apply_publish(
-        &self,
-        topic: &str,
-        bodies: &[Bytes],
-        defer_ms: u64,
-    ) -> RemoteResult {
+    fn apply_publish(&self, topic: &str, bodies: &[Bytes], defer_ms: u64) -> RemoteResult {
         let now = Instant::now();
         let defer_until = (defer_ms > 0).then(|| now + Duration::from_millis(defer_ms));
         let mut topics = self.topics.borrow_mut();
