@@ -81,6 +81,11 @@ pub enum MeshMsg {
     },
     /// To a waiting shard: the outcome of a Publish batch.
     PublishReply { token: u64, outcome: PublishOutcome },
+    /// To a topic's owner: answer once everything sent before this has been applied.
+    Barrier { reply: ReplyTo },
+    /// To a waiting shard: everything before the barrier was applied (and any error frames it
+    /// caused were sent ahead of this reply).
+    BarrierReply { token: u64 },
     /// To a consumer's shard: a non-fatal error frame for `conn` (failed FIN/REQ/TOUCH).
     ClientError { conn: u64, error: ProtocolError },
 }

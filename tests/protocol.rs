@@ -668,3 +668,23 @@ fn pipelined_publishes_are_answered_in_order_and_stop_at_the_first_refusal() {
     }
     assert_eq!(q.expect_message().body, b"x");
 }
+
+on_both_core_counts!(in_flight_errors_precede_later_responses, |b: Broker| {
+    // Whichever core owns the topic, FIN/REQ/TOUCH failures come back before the answer to
+    // the next command, as nsqd sends them.
+    for i in 0..4 {
+        let topic = unique(&format!("order{i}_"));
+        let mut c = b.client();
+        c.sub(&topic, "c");
+        let id = "0123456789abcdef";
+        c.send(format!("FIN {id}\nREQ {id} 0\nTOUCH {id}\nNOP\nCLS\nRDY 5\nCLS\n").as_bytes());
+        c.expect_error(&format!("E_FIN_FAILED FIN {id} failed ID not in flight"));
+        c.expect_error(&format!("E_REQ_FAILED REQ {id} failed ID not in flight"));
+        c.expect_error(&format!(
+            "E_TOUCH_FAILED TOUCH {id} failed ID not in flight"
+        ));
+        c.expect_response(b"CLOSE_WAIT");
+        c.expect_error("E_INVALID cannot CLS in current state");
+        c.expect_closed();
+    }
+});

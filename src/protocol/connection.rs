@@ -80,6 +80,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
         hostname: remote.ip().to_string(),
         user_agent: String::new(),
         subscription: None,
+        unsettled_ops: false,
     };
     conn.read_loop(&mut stream, &mut buf).await;
     if let Some(owner) = conn.subscription.as_ref().map(|s| s.owner) {
@@ -127,6 +128,14 @@ async fn write_loop(client: Rc<ClientHandle>, mut stream: TcpStream) {
     }
     // Wakes the reader (EOF) if it is still waiting on the socket.
     let _ = nix::sys::socket::shutdown(stream.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}
+
+/// Whether a command answers on success (so earlier FIN/REQ/TOUCH errors must precede it).
+fn answers(cmd: &Command) -> bool {
+    !matches!(
+        cmd,
+        Command::Nop | Command::Rdy(_) | Command::Fin(_) | Command::Req { .. } | Command::Touch(_)
+    )
 }
 
 /// Which publish command a [`PublishCmd`] came from (for its error code and text).
@@ -225,6 +234,8 @@ struct Connection {
     hostname: String,
     user_agent: String,
     subscription: Option<Subscription>,
+    /// FIN/REQ/TOUCH sent to another core whose possible error frames are not yet known.
+    unsettled_ops: bool,
 }
 
 /// Whether to keep reading after a command.
@@ -257,6 +268,9 @@ impl Connection {
                 };
                 match decoded {
                     Ok(Some(cmd)) => {
+                        if answers(&cmd) {
+                            self.settle_channel_ops().await;
+                        }
                         let flow = match PublishKind::split(cmd) {
                             Ok((kind, first)) => {
                                 let (flow, next) = self.publish_run(kind, first, buf, eof).await;
@@ -278,6 +292,7 @@ impl Connection {
                         return;
                     }
                     Err(DecodeError::Protocol(e)) => {
+                        self.settle_channel_ops().await;
                         tracing::error!("client({}) {e}", self.client.remote);
                         self.client.push_error(&e);
                         return;
@@ -375,11 +390,30 @@ impl Connection {
         }
     }
 
-    fn channel_op(&self, op: ChannelOp) -> Flow {
+    fn channel_op(&mut self, op: ChannelOp) -> Flow {
         if let Some(sub) = &self.subscription {
+            let may_fail = matches!(
+                op,
+                ChannelOp::Finish(_) | ChannelOp::Requeue(..) | ChannelOp::Touch(_)
+            );
+            if may_fail && sub.owner != self.shard.id {
+                self.unsettled_ops = true;
+            }
             self.shard.channel_op(sub.owner, self.client.id, op);
         }
         Flow::Continue
+    }
+
+    /// nsqd answers FIN/REQ/TOUCH failures before anything that follows them. When those went to
+    /// another core, wait for that core to have applied them before the next response.
+    async fn settle_channel_ops(&mut self) {
+        if !self.unsettled_ops {
+            return;
+        }
+        self.unsettled_ops = false;
+        if let Some(owner) = self.subscription.as_ref().map(|s| s.owner) {
+            self.shard.barrier(owner).await;
+        }
     }
 
     /// Applies a publish and every publish to the same owner core that directly follows it in

@@ -45,6 +45,7 @@ pub struct Shard {
     pub outboxes: Rc<Outboxes>,
     pending_subscribes: PendingReplies<RemoteResult>,
     pending_publishes: PendingReplies<PublishOutcome>,
+    pending_barriers: PendingReplies<()>,
     rng: RefCell<SmallRng>,
 }
 
@@ -67,6 +68,7 @@ impl Shard {
             outboxes: Rc::new(Outboxes::new(nr_shards)),
             pending_subscribes: PendingReplies::default(),
             pending_publishes: PendingReplies::default(),
+            pending_barriers: PendingReplies::default(),
             rng: RefCell::new(SmallRng::from_entropy()),
         }
     }
@@ -152,6 +154,25 @@ impl Shard {
                 topic: topic.to_string(),
                 channel: channel.to_string(),
                 consumer: Box::new(consumer),
+                reply: ReplyTo {
+                    shard: self.id,
+                    token,
+                },
+            },
+        );
+        reply.await
+    }
+
+    /// Waits until `owner` has applied everything this core sent it so far, so error frames
+    /// of earlier FIN/REQ/TOUCH reach the connection before the response to a later command.
+    pub async fn barrier(&self, owner: usize) {
+        if owner == self.id {
+            return;
+        }
+        let (token, reply) = self.pending_barriers.register();
+        self.outboxes.push(
+            owner,
+            MeshMsg::Barrier {
                 reply: ReplyTo {
                     shard: self.id,
                     token,
@@ -249,6 +270,12 @@ impl Shard {
             MeshMsg::SubscribeReply { token, result } => {
                 self.pending_subscribes.complete(token, result)
             }
+            MeshMsg::Barrier { reply } => {
+                let token = reply.token;
+                self.outboxes
+                    .push(reply.shard, MeshMsg::BarrierReply { token });
+            }
+            MeshMsg::BarrierReply { token } => self.pending_barriers.complete(token, ()),
             MeshMsg::PublishReply { token, outcome } => {
                 self.pending_publishes.complete(token, outcome)
             }
@@ -263,6 +290,7 @@ impl Shard {
     /// Fails every reply still awaited (the mesh is going away).
     pub fn fail_pending(&self) {
         self.pending_subscribes.fail_all(|| Err("exiting".into()));
+        self.pending_barriers.fail_all(|| ());
         self.pending_publishes.fail_all(|| PublishOutcome {
             accepted: 0,
             error: Some("exiting".into()),
