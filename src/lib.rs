@@ -20,5 +20,7 @@ pub mod runtime;
 pub mod settings;
 /// One core's world: owned topics, its connections, routing.
 pub mod shard;
+/// On-disk formats (go-diskqueue, nsqd.dat), the data-path lock, and disk queue IO.
+pub mod storage;
 /// Single-waiter wake-ups between tasks on one core.
 pub mod wakeup;

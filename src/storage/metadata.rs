@@ -1,0 +1,235 @@
+//! `nsqd.dat`: which topics and channels exist and whether they are paused, in the exact JSON
+//! nsqd v1.3.0 writes, read tolerantly (v1.1's alphabetical keys and `[]`, v1.3's `null`).
+//! Written and read only at start-up and shutdown, on the main thread.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The file name inside `--data-path`.
+pub const FILE_NAME: &str = "nsqd.dat";
+
+/// One persisted channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelMeta {
+    /// Channel name.
+    pub name: String,
+    /// Paused channels deliver nothing after restart either.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// One persisted topic (field order is nsqd's JSON order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    /// Topic name.
+    pub name: String,
+    /// Paused topics keep their backlog after restart.
+    #[serde(default)]
+    pub paused: bool,
+    /// `null` when empty, as Go encodes a nil slice.
+    #[serde(default, serialize_with = "null_if_empty")]
+    pub channels: Vec<ChannelMeta>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Metadata {
+    /// `null` when empty.
+    #[serde(default, serialize_with = "null_if_empty")]
+    pub topics: Vec<TopicMeta>,
+    /// The writer's version.
+    #[serde(default)]
+    pub version: String,
+}
+
+fn null_if_empty<S: serde::Serializer, T: Serialize>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    if v.is_empty() {
+        s.serialize_none()
+    } else {
+        s.collect_seq(v)
+    }
+}
+
+#[derive(Deserialize)]
+struct Lenient {
+    #[serde(default)]
+    topics: Option<Vec<LenientTopic>>,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LenientTopic {
+    name: String,
+    #[serde(default)]
+    paused: bool,
+    #[serde(default)]
+    channels: Option<Vec<ChannelMeta>>,
+}
+
+impl Metadata {
+    /// nsqd's compact JSON (no trailing newline).
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses any nsqd.dat nsqd v1.1+ wrote; ephemeral names (never written by nsqd) are
+    /// dropped so a hand-edited file cannot make them durable.
+    pub fn parse(text: &str) -> Result<Metadata, String> {
+        let raw: Lenient = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let eph = crate::protocol::names::is_ephemeral;
+        let topics = raw
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| !eph(&t.name))
+            .map(|t| TopicMeta {
+                name: t.name,
+                paused: t.paused,
+                channels: t
+                    .channels
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| !eph(&c.name))
+                    .collect(),
+            })
+            .collect();
+        Ok(Metadata {
+            topics,
+            version: raw.version.unwrap_or_default(),
+        })
+    }
+}
+
+/// `<data-path>/nsqd.dat`
+pub fn path(data_path: &Path) -> PathBuf {
+    data_path.join(FILE_NAME)
+}
+
+/// Reads nsqd.dat: `Ok(None)` when missing (fresh start), `Err` with nsqd's fatal message when
+/// it cannot be parsed.
+pub fn load(data_path: &Path) -> Result<Option<Metadata>, String> {
+    let file = path(data_path);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "failed to read metadata from {} - {e}",
+                file.display()
+            ));
+        }
+    };
+    Metadata::parse(&text)
+        .map(Some)
+        .map_err(|e| format!("failed to parse metadata in {} - {e}", file.display()))
+}
+
+/// Writes nsqd.dat as nsqd does: `nsqd.dat.<rand>.tmp` (0600), fsync, rename over the file.
+pub fn save(data_path: &Path, meta: &Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = path(data_path);
+    let tmp = data_path.join(format!("{FILE_NAME}.{}.tmp", rand::random::<u32>()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(meta.encode().as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NSQD_V13: &str = r#"{"topics":[{"name":"t1","paused":false,"channels":[{"name":"c1","paused":true}]}],"version":"1.3.0"}"#;
+
+    #[test]
+    fn encodes_byte_for_byte_like_nsqd() {
+        let m = Metadata {
+            topics: vec![TopicMeta {
+                name: "t1".into(),
+                paused: false,
+                channels: vec![ChannelMeta {
+                    name: "c1".into(),
+                    paused: true,
+                }],
+            }],
+            version: "1.3.0".into(),
+        };
+        assert_eq!(m.encode(), NSQD_V13);
+        assert_eq!(Metadata::parse(NSQD_V13).unwrap(), m);
+    }
+
+    #[test]
+    fn empty_lists_are_null() {
+        let m = Metadata {
+            topics: vec![],
+            version: "1.3.0".into(),
+        };
+        assert_eq!(m.encode(), r#"{"topics":null,"version":"1.3.0"}"#);
+        let t = Metadata {
+            topics: vec![TopicMeta {
+                name: "a".into(),
+                paused: true,
+                channels: vec![],
+            }],
+            version: "1.3.0".into(),
+        };
+        assert_eq!(
+            t.encode(),
+            r#"{"topics":[{"name":"a","paused":true,"channels":null}],"version":"1.3.0"}"#
+        );
+    }
+
+    #[test]
+    fn reads_v1_1_key_order_and_empty_arrays() {
+        let v11 = r#"{"topics":[{"channels":[],"name":"a","paused":true},{"channels":[{"name":"x","paused":false}],"name":"b","paused":false}],"version":"1.1.0"}"#;
+        let m = Metadata::parse(v11).unwrap();
+        assert_eq!(m.topics.len(), 2);
+        assert!(m.topics[0].paused && m.topics[0].channels.is_empty());
+        assert_eq!(m.topics[1].channels[0].name, "x");
+        assert!(
+            Metadata::parse(r#"{"topics":null,"version":"1.3.0"}"#)
+                .unwrap()
+                .topics
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn drops_ephemeral_and_rejects_garbage() {
+        let m = Metadata::parse(
+            r#"{"topics":[{"name":"e#ephemeral","paused":false,"channels":null},{"name":"t","paused":false,"channels":[{"name":"c#ephemeral","paused":false}]}],"version":"1.3.0"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.topics.len(), 1);
+        assert!(m.topics[0].channels.is_empty());
+        assert!(Metadata::parse("{not json").is_err());
+        assert!(Metadata::parse(r#"{"topics":[{"paused":true}]}"#).is_err());
+    }
+
+    #[test]
+    fn save_then_load_in_a_temp_dir() {
+        let dir = std::env::temp_dir().join(format!("nsqd-meta-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(load(&dir), Ok(None));
+        let m = Metadata::parse(NSQD_V13).unwrap();
+        save(&dir, &m).unwrap();
+        assert_eq!(std::fs::read_to_string(path(&dir)).unwrap(), NSQD_V13);
+        assert_eq!(load(&dir), Ok(Some(m)));
+        std::fs::write(path(&dir), "garbage").unwrap();
+        assert!(
+            load(&dir)
+                .unwrap_err()
+                .starts_with("failed to parse metadata in ")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
