@@ -13,6 +13,9 @@ use rustc_hash::FxHashMap;
 
 use super::message::{Message, MessageId};
 
+/// Stale timeout-heap entries tolerated beyond twice the in-flight count before a rebuild.
+const STALE_TIMEOUTS_SLACK: usize = 1024;
+
 /// A connection anywhere in the process: the core it lives on and its process-wide ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConsumerId {
@@ -306,8 +309,24 @@ impl Channel {
         };
         let deadline = (now + timeout).min(f.delivered_at + max_msg_timeout);
         f.deadline = deadline;
-        self.timeouts.push(Reverse((deadline, *msg_id)));
+        self.push_timeout(deadline, *msg_id);
         Ok(())
+    }
+
+    /// Schedules an in-flight deadline. Entries made stale by FIN, REQ or a later TOUCH are
+    /// skipped only when they come due, so under sustained traffic they would pile up in
+    /// proportion to throughput × msg_timeout (and a client spamming TOUCH could grow the heap
+    /// at line rate); once stale entries outnumber live ones the heap is rebuilt from the
+    /// in-flight table, keeping it proportional to what is actually in flight.
+    fn push_timeout(&mut self, deadline: Instant, msg_id: MessageId) {
+        self.timeouts.push(Reverse((deadline, msg_id)));
+        if self.timeouts.len() > 2 * self.in_flight.len() + STALE_TIMEOUTS_SLACK {
+            self.timeouts = self
+                .in_flight
+                .iter()
+                .map(|(id, f)| Reverse((f.deadline, *id)))
+                .collect();
+        }
     }
 
     /// Moves expired in-flight messages back to the queue and due deferred messages into it.
@@ -370,9 +389,9 @@ impl Channel {
             let id = consumer.info.id;
             let deadline = now + consumer.info.msg_timeout;
             sink(id, &msg);
-            self.timeouts.push(Reverse((deadline, msg.id)));
+            let msg_id = msg.id;
             self.in_flight.insert(
-                msg.id,
+                msg_id,
                 InFlight {
                     msg,
                     owner: id,
@@ -380,6 +399,7 @@ impl Channel {
                     delivered_at: now,
                 },
             );
+            self.push_timeout(deadline, msg_id);
             delivered += 1;
         }
         delivered
@@ -522,6 +542,37 @@ mod tests {
         ch.add_consumer(info(1), 0);
         ch.remove_consumer(ConsumerId { shard: 0, conn: 1 });
         assert!(ch.should_delete());
+    }
+
+    #[test]
+    fn timeout_heap_stays_proportional_to_in_flight() {
+        let now = Instant::now();
+        let mut ch = Channel::new("c");
+        let a = ConsumerId { shard: 0, conn: 1 };
+        ch.add_consumer(info(1), 0);
+        ch.set_ready(a, 1);
+        // FIN-heavy traffic: one message in flight at a time, 20,000 delivered and finished.
+        for i in 0..20_000u32 {
+            let mut id = *b"0000000000000000";
+            id[8..].copy_from_slice(format!("{i:08}").as_bytes());
+            ch.put(Message::new(id, 0, Bytes::new()), None, usize::MAX);
+            let got = pump_all(&mut ch, now);
+            assert!(ch.finish(a, &got[0].1.id).is_ok());
+        }
+        assert!(ch.timeouts.len() <= STALE_TIMEOUTS_SLACK + 2, "{}", ch.timeouts.len());
+        // TOUCH spam on one in-flight message.
+        ch.put(msg(1), None, usize::MAX);
+        let id = pump_all(&mut ch, now)[0].1.id;
+        for ms in 0..20_000 {
+            let t = now + Duration::from_millis(ms);
+            assert!(ch.touch(a, &id, t, Duration::from_secs(900)).is_ok());
+        }
+        assert!(ch.timeouts.len() <= STALE_TIMEOUTS_SLACK + 3, "{}", ch.timeouts.len());
+        // The live deadline survived the rebuilds: the message times out exactly once.
+        assert!(!ch.process_timers(now + Duration::from_secs(60)));
+        assert!(ch.process_timers(now + Duration::from_secs(80)));
+        assert_eq!(ch.counters.timeout_count, 1);
+        assert_eq!(ch.depth(), 1);
     }
 
     #[test]
