@@ -1,6 +1,7 @@
 //! `nsqd`: parse options like nsqd, start the thread-per-core runtime, map the outcome to an
 //! exit status.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use nsqd_uring::logging;
 use nsqd_uring::options::{self, Options, Parsed};
 use nsqd_uring::protocol::codec::Limits;
 use nsqd_uring::runtime::{self, RuntimeConfig};
-use nsqd_uring::settings::Settings;
+use nsqd_uring::settings::{DiskSettings, Settings};
 
 fn main() -> ExitCode {
     let opts = match options::parse_args(std::env::args_os()) {
@@ -30,9 +31,9 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(1);
     }
-    if opts.mem_queue_size <= 0 {
+    if opts.mem_queue_size < 0 {
         eprintln!(
-            "nsqd: --mem-queue-size={} needs the disk backend, not built yet",
+            "nsqd: --mem-queue-size={} must be >= 0",
             opts.mem_queue_size
         );
         return ExitCode::from(1);
@@ -64,6 +65,17 @@ fn settings_from(o: &Options) -> Settings {
         mem_queue_size: o.mem_queue_size as usize,
         max_channel_consumers: o.max_channel_consumers.max(0) as usize,
         node_id: o.node_id,
+        disk: Some(DiskSettings {
+            // nsqd's default data path is the working directory.
+            data_path: if o.data_path.is_empty() {
+                PathBuf::from(".")
+            } else {
+                PathBuf::from(&o.data_path)
+            },
+            max_bytes_per_file: o.max_bytes_per_file,
+            sync_every: o.sync_every.max(1) as u64,
+            sync_timeout: o.sync_timeout,
+        }),
         ..Settings::default()
     };
     let lim = &mut s.server_limits;

@@ -1,6 +1,7 @@
 //! The broker's resolved runtime settings: what every shard and connection reads, derived once
 //! from the command line so the hot path never re-parses options.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::protocol::codec::Limits;
@@ -28,6 +29,21 @@ pub struct Settings {
     pub node_id: i64,
     /// How often shards scan in-flight timeouts and deferred messages.
     pub queue_scan_interval: Duration,
+    /// Disk queues and nsqd.dat; `None` keeps everything in memory (unit tests, benches).
+    pub disk: Option<DiskSettings>,
+}
+
+/// Where and how disk queues are written (`--data-path` and friends).
+#[derive(Debug, Clone)]
+pub struct DiskSettings {
+    /// `--data-path` (nsqd's default, the working directory, is `.`).
+    pub data_path: PathBuf,
+    /// `--max-bytes-per-file`.
+    pub max_bytes_per_file: i64,
+    /// `--sync-every`.
+    pub sync_every: u64,
+    /// `--sync-timeout`.
+    pub sync_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -56,6 +72,7 @@ impl Default for Settings {
             max_channel_consumers: 0,
             node_id: 0,
             queue_scan_interval: Duration::from_millis(100),
+            disk: None,
         }
     }
 }

@@ -7,10 +7,14 @@ use common::{Broker, nsqd_bin, unique};
 use std::process::Command;
 
 fn run(args: &[&str]) -> (i32, String, String) {
+    // A private working directory: nsqd's default data path, flocked while it runs.
+    let cwd = common::temp_dir();
     let out = Command::new(nsqd_bin())
         .args(args)
+        .current_dir(&cwd)
         .output()
         .expect("run nsqd");
+    let _ = std::fs::remove_dir_all(&cwd);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -54,9 +58,9 @@ fn unbuilt_features_are_refused_by_name() {
         err.contains("--statsd-address is not supported yet"),
         "{err}"
     );
-    let (code, _, err) = run(&["--tcp-address=127.0.0.1:0", "--mem-queue-size=0"]);
+    let (code, _, err) = run(&["--tcp-address=127.0.0.1:0", "--mem-queue-size=-1"]);
     assert_eq!(code, 1);
-    assert!(err.contains("--mem-queue-size=0"), "{err}");
+    assert!(err.contains("--mem-queue-size=-1"), "{err}");
 }
 
 #[test]
@@ -103,7 +107,9 @@ fn go_flag_forms_and_config_file_apply() {
 
 #[test]
 fn low_locked_memory_limit_is_raised_or_explained() {
+    let cwd = common::temp_dir();
     let out = Command::new("prlimit")
+        .current_dir(&cwd)
         .args([
             "--memlock=65536:65536",
             "timeout",
@@ -114,6 +120,7 @@ fn low_locked_memory_limit_is_raised_or_explained() {
         ])
         .args(["--tcp-address=127.0.0.1:0", "--cores=2"])
         .output();
+    let _ = std::fs::remove_dir_all(&cwd);
     let Ok(out) = out else {
         eprintln!("prlimit unavailable; skipped");
         return;

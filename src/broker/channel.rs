@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 
 use super::message::{Message, MessageId};
+use crate::storage::backlog::DiskBacklog;
 
 /// Stale timeout-heap entries tolerated beyond twice the in-flight count before a rebuild.
 const STALE_TIMEOUTS_SLACK: usize = 1024;
@@ -128,6 +129,10 @@ pub struct Channel {
     next_consumer: usize,
     /// Set once a consumer has joined: an ephemeral channel is deleted when the last one leaves.
     had_consumer: bool,
+    /// Overflow queue on disk (non-ephemeral channels with a data path).
+    disk: Option<DiskBacklog>,
+    /// `--mem-queue-size` seen by the last put, for requeues and timeouts.
+    mem_limit: usize,
 }
 
 impl Channel {
@@ -147,12 +152,24 @@ impl Channel {
             consumers: Vec::new(),
             next_consumer: 0,
             had_consumer: false,
+            disk: None,
+            mem_limit: usize::MAX,
         }
     }
 
-    /// Messages waiting in memory (excludes in-flight and deferred).
+    /// Gives the channel its disk queue: overflow goes there instead of being refused.
+    pub fn attach_disk(&mut self, disk: DiskBacklog) {
+        self.disk = Some(disk);
+    }
+
+    /// Messages waiting in memory and on disk (excludes in-flight and deferred).
     pub fn depth(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.backend_depth() as usize
+    }
+
+    /// Messages in the disk queue (nsqd's `backend_depth`).
+    pub fn backend_depth(&self) -> i64 {
+        self.disk.as_ref().map_or(0, |d| d.depth().max(0))
     }
 
     /// Messages delivered and not yet finished.
@@ -173,21 +190,48 @@ impl Channel {
     /// Whether `n` more messages fit under `mem_queue_size` (ephemeral channels always accept
     /// and drop the overflow).
     pub fn has_room(&self, n: usize, mem_queue_size: usize) -> bool {
-        self.ephemeral || self.queue.len() + n <= mem_queue_size
+        self.ephemeral || self.disk.is_some() || self.queue.len() + n <= mem_queue_size
     }
 
     /// Puts a message in the channel: deferred until `defer_until`, or queued.
     /// An ephemeral channel drops what exceeds `mem_queue_size`, as nsqd does.
     pub fn put(&mut self, msg: Message, defer_until: Option<Instant>, mem_queue_size: usize) {
         self.counters.message_count += 1;
+        self.mem_limit = mem_queue_size;
         match defer_until {
             Some(due) => self.defer(msg, due),
-            None => {
-                if self.ephemeral && self.queue.len() >= mem_queue_size {
-                    return;
-                }
-                self.queue.push_back(msg);
-            }
+            None => self.enqueue(msg),
+        }
+    }
+
+    /// Memory while under the limit, then disk; ephemeral overflow is dropped as in nsqd.
+    fn enqueue(&mut self, msg: Message) {
+        if self.queue.len() < self.mem_limit {
+            self.queue.push_back(msg);
+        } else if let Some(disk) = &self.disk {
+            disk.push(&msg);
+        } else if !self.ephemeral {
+            self.queue.push_back(msg);
+        }
+    }
+
+    /// Shutdown: queue, in-flight and deferred messages go to the disk queue (attempts kept,
+    /// deferral lost), as nsqd's channel close does.
+    pub fn flush_to_disk(&mut self) {
+        let Some(disk) = &self.disk else { return };
+        for msg in self.queue.drain(..) {
+            disk.push(&msg);
+        }
+        for (_, f) in self.in_flight.drain() {
+            disk.push(&f.msg);
+        }
+        for (_, msg) in self.deferred_msgs.drain() {
+            disk.push(&msg);
+        }
+        self.timeouts.clear();
+        self.deferred.clear();
+        for c in &mut self.consumers {
+            c.in_flight_count = 0;
         }
     }
 
@@ -280,7 +324,7 @@ impl Channel {
             c.requeue_count += 1;
         }
         if delay.is_zero() {
-            self.queue.push_back(f.msg);
+            self.enqueue(f.msg);
         } else {
             self.defer(f.msg, now + delay);
         }
@@ -348,7 +392,7 @@ impl Channel {
             if let Some(c) = self.consumer_mut(f.owner) {
                 c.in_flight_count = c.in_flight_count.saturating_sub(1);
             }
-            self.queue.push_back(f.msg);
+            self.enqueue(f.msg);
             moved = true;
         }
         while let Some(Reverse((due, seq))) = self.deferred.peek().copied() {
@@ -357,7 +401,7 @@ impl Channel {
             }
             self.deferred.pop();
             if let Some(msg) = self.deferred_msgs.remove(&seq) {
-                self.queue.push_back(msg);
+                self.enqueue(msg);
                 moved = true;
             }
         }
@@ -376,9 +420,15 @@ impl Channel {
             return 0;
         }
         let mut delivered = 0;
-        while !self.queue.is_empty() {
+        while !self.queue.is_empty() || self.disk.as_ref().is_some_and(DiskBacklog::has_ready) {
             let Some(idx) = self.next_ready() else { break };
-            let mut msg = self.queue.pop_front().expect("non-empty");
+            let Some(mut msg) = self
+                .queue
+                .pop_front()
+                .or_else(|| self.disk.as_ref().and_then(DiskBacklog::pop))
+            else {
+                break;
+            };
             let consumer = &mut self.consumers[idx];
             if consumer.info.sample_rate > 0 && !roll(consumer.info.sample_rate) {
                 continue;
@@ -559,7 +609,11 @@ mod tests {
             let got = pump_all(&mut ch, now);
             assert!(ch.finish(a, &got[0].1.id).is_ok());
         }
-        assert!(ch.timeouts.len() <= STALE_TIMEOUTS_SLACK + 2, "{}", ch.timeouts.len());
+        assert!(
+            ch.timeouts.len() <= STALE_TIMEOUTS_SLACK + 2,
+            "{}",
+            ch.timeouts.len()
+        );
         // TOUCH spam on one in-flight message.
         ch.put(msg(1), None, usize::MAX);
         let id = pump_all(&mut ch, now)[0].1.id;
@@ -567,7 +621,11 @@ mod tests {
             let t = now + Duration::from_millis(ms);
             assert!(ch.touch(a, &id, t, Duration::from_secs(900)).is_ok());
         }
-        assert!(ch.timeouts.len() <= STALE_TIMEOUTS_SLACK + 3, "{}", ch.timeouts.len());
+        assert!(
+            ch.timeouts.len() <= STALE_TIMEOUTS_SLACK + 3,
+            "{}",
+            ch.timeouts.len()
+        );
         // The live deadline survived the rebuilds: the message times out exactly once.
         assert!(!ch.process_timers(now + Duration::from_secs(60)));
         assert!(ch.process_timers(now + Duration::from_secs(80)));

@@ -2,6 +2,7 @@
 //! waits for the first channel (or for an unpause). Lives on its owner shard.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -9,11 +10,13 @@ use bytes::Bytes;
 use super::channel::Channel;
 use super::guid::GuidFactory;
 use super::message::Message;
+use crate::storage::backlog::{DiskBacklog, Registry};
+use crate::storage::diskqueue::queue_name;
 
 /// Why a publish was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishError {
-    /// The in-memory queue is full and the disk backend is not built yet.
+    /// The in-memory queue is full and this topic has no disk queue (no data path).
     QueueFull { mem_queue_size: usize },
 }
 
@@ -47,26 +50,45 @@ pub struct Topic {
     pub message_bytes: u64,
     backlog: VecDeque<(Message, Option<Instant>)>,
     guid: GuidFactory,
+    /// Overflow of the backlog (non-ephemeral topics with a data path).
+    disk: Option<DiskBacklog>,
+    /// Where channels get their disk queues.
+    registry: Option<Rc<Registry>>,
 }
 
 impl Topic {
     /// A new topic whose IDs carry `node_id`.
     pub fn new(name: &str, node_id: i64) -> Self {
+        Self::with_disk(name, node_id, None)
+    }
+
+    /// A new topic whose backlog (and whose non-ephemeral channels) overflow to disk queues
+    /// opened in `registry`, as nsqd's do.
+    pub fn with_disk(name: &str, node_id: i64, registry: Option<Rc<Registry>>) -> Self {
+        let ephemeral = crate::protocol::names::is_ephemeral(name);
+        let registry = registry.filter(|_| !ephemeral);
         Topic {
             name: name.to_string(),
-            ephemeral: crate::protocol::names::is_ephemeral(name),
+            ephemeral,
             paused: false,
             channels: BTreeMap::new(),
             message_count: 0,
             message_bytes: 0,
             backlog: VecDeque::new(),
             guid: GuidFactory::new(node_id),
+            disk: registry.as_ref().map(|r| r.open(&queue_name(name, None))),
+            registry,
         }
     }
 
-    /// Messages waiting in the topic itself (no channel yet, or paused).
+    /// Messages waiting in the topic itself (no channel yet, or paused), memory and disk.
     pub fn depth(&self) -> usize {
-        self.backlog.len()
+        self.backlog.len() + self.backend_depth() as usize
+    }
+
+    /// Messages in the topic's disk queue (nsqd's `backend_depth`).
+    pub fn backend_depth(&self) -> i64 {
+        self.disk.as_ref().map_or(0, |d| d.depth().max(0))
     }
 
     fn fans_out(&self) -> bool {
@@ -80,7 +102,7 @@ impl Topic {
                 .values()
                 .all(|c| c.has_room(n, mem_queue_size))
         } else {
-            self.ephemeral || self.backlog.len() + n <= mem_queue_size
+            self.ephemeral || self.disk.is_some() || self.backlog.len() + n <= mem_queue_size
         }
     }
 
@@ -101,7 +123,12 @@ impl Topic {
             self.message_bytes += body.len() as u64;
             if self.fans_out() {
                 self.fan_out(msg, defer_until, mem_queue_size);
-            } else if !self.ephemeral || self.backlog.len() < mem_queue_size {
+            } else if self.backlog.len() < mem_queue_size {
+                self.backlog.push_back((msg, defer_until));
+            } else if let Some(disk) = &self.disk {
+                // Spilled deferred messages lose their deferral, as in nsqd.
+                disk.push(&msg);
+            } else if !self.ephemeral {
                 self.backlog.push_back((msg, defer_until));
             }
         }
@@ -128,13 +155,22 @@ impl Topic {
         while let Some((msg, defer_until)) = self.backlog.pop_front() {
             self.fan_out(msg, defer_until, mem_queue_size);
         }
+        while let Some(msg) = self.disk.as_ref().and_then(DiskBacklog::pop) {
+            self.fan_out(msg, None, mem_queue_size);
+        }
     }
 
     /// Gets or creates a channel; a new channel receives the backlog (nsqd gives the messages
     /// published before any channel existed to the first channel).
     pub fn channel_mut(&mut self, name: &str, mem_queue_size: usize) -> &mut Channel {
         if !self.channels.contains_key(name) {
-            self.channels.insert(name.to_string(), Channel::new(name));
+            let mut channel = Channel::new(name);
+            if let Some(r) = &self.registry
+                && !channel.ephemeral
+            {
+                channel.attach_disk(r.open(&queue_name(&self.name, Some(name))));
+            }
+            self.channels.insert(name.to_string(), channel);
             self.drain_backlog(mem_queue_size);
         }
         self.channels.get_mut(name).expect("inserted")
@@ -143,6 +179,19 @@ impl Topic {
     /// Drops the topic's own backlog (nsqd's topic empty).
     pub fn empty(&mut self) {
         self.backlog.clear();
+    }
+
+    /// Shutdown: moves the backlog and every channel's memory, in-flight and deferred
+    /// messages into their disk queues (deferral lost, attempts kept), as nsqd's close does.
+    pub fn flush_to_disk(&mut self) {
+        if let Some(disk) = &self.disk {
+            for (msg, _) in self.backlog.drain(..) {
+                disk.push(&msg);
+            }
+        }
+        for ch in self.channels.values_mut() {
+            ch.flush_to_disk();
+        }
     }
 }
 

@@ -17,7 +17,6 @@ pub const UNBUILT_FLAGS: &[&str] = &[
     "tls-min-version",
     "https-address",
     "http-address",
-    "data-path",
     "broadcast-address",
     "lookupd-tcp-address",
     "auth-http-address",
@@ -43,9 +42,6 @@ pub const UNBUILT_FLAGS: &[&str] = &[
     "http-client-request-timeout",
     "queue-scan-worker-pool-max",
     "queue-scan-selection-count",
-    "max-bytes-per-file",
-    "sync-every",
-    "sync-timeout",
 ];
 
 impl Options {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use crate::mesh::MeshBatch;
 use crate::protocol::connection;
 use crate::settings::Settings;
 use crate::shard::Shard;
+use crate::storage::metadata::{Metadata, TopicMeta};
 
 /// Process-wide connection IDs (nsqd's client IDs start at 1).
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -32,6 +33,8 @@ pub enum StartReport {
     Started(usize),
     /// It could not start.
     Failed(usize, String),
+    /// It stopped; its topics and channels for nsqd.dat.
+    Stopped(usize, Vec<TopicMeta>),
 }
 
 /// Everything one executor needs to start.
@@ -50,6 +53,11 @@ pub struct ShardPlan {
     pub shutdown: Arc<AtomicBool>,
     /// Start-up reports to the main thread.
     pub reports: mpsc::Sender<StartReport>,
+    /// nsqd.dat as loaded: each shard restores the topics it owns.
+    pub restore: Option<Arc<Metadata>>,
+    /// Shards done closing their clients; disk flushing waits for all of them, so no
+    /// publish from another core lands after a shard flushed its memory.
+    pub clients_closed: Arc<AtomicUsize>,
 }
 
 /// The executor's main future: returns when the shard has shut down.
@@ -96,6 +104,10 @@ pub async fn run_shard(plan: ShardPlan) {
             .detach();
         }
     }
+    if let Some(meta) = &plan.restore {
+        shard.restore(meta).await;
+    }
+    let storage = glommio::spawn_local(shard.clone().run_storage());
     let accept = glommio::spawn_local(accept_loop(shard.clone(), listener));
     let _ = plan.reports.send(StartReport::Started(id));
     housekeeping(&shard).await;
@@ -108,6 +120,14 @@ pub async fn run_shard(plan: ShardPlan) {
     while shard.client_count() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    plan.clients_closed.fetch_add(1, Ordering::AcqRel);
+    while plan.clients_closed.load(Ordering::Acquire) < plan.nr_shards && Instant::now() < deadline
+    {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    storage.await;
+    let persisted = shard.close_storage().await;
+    let _ = plan.reports.send(StartReport::Stopped(id, persisted));
     shard.fail_pending();
     shard.outboxes.close();
     tracing::debug!("shard {id}: stopped");

@@ -7,7 +7,7 @@ pub mod signals;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::settings::Settings;
+use crate::storage::{lock, metadata};
 use executor::{ShardPlan, StartReport, run_shard};
 
 /// Mesh items (batches) that may queue between two cores before a sender waits.
@@ -24,8 +25,8 @@ const MESH_CAPACITY: usize = 1024;
 const IO_MEMORY: usize = 1 << 20;
 /// How long executors may take to start before nsqd gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long shards may take to drain after a stop signal.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shards may take to drain (and flush their queues to disk) after a stop signal.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the runtime needs from the command line.
 #[derive(Debug, Clone)]
@@ -68,6 +69,14 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
     limits::raise_nofile();
     signals::block_stop_signals().map_err(|e| format!("cannot block signals: {e}"))?;
     let addr = resolve(&config.tcp_address)?;
+    // nsqd's order: lock the data path, listen, load nsqd.dat, re-persist it, serve.
+    let data_path = config.settings.disk.as_ref().map(|d| d.data_path.clone());
+    let _dir_lock = data_path.as_deref().map(lock::lock).transpose()?;
+    let restore = match &data_path {
+        Some(dir) => metadata::load(dir)?.map(Arc::new),
+        None => None,
+    };
+    let clients_closed = Arc::new(AtomicUsize::new(0));
     let settings = Arc::new(config.settings);
     let shutdown = Arc::new(AtomicBool::new(false));
     let mesh = (nr > 1).then(|| MeshBuilder::full(nr, MESH_CAPACITY));
@@ -83,6 +92,8 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
             mesh: mesh.clone(),
             shutdown: shutdown.clone(),
             reports: tx.clone(),
+            restore: restore.clone(),
+            clients_closed: clients_closed.clone(),
         };
         threads.push(start_executor(id, cpu, plan)?);
         // The first shard resolves port 0; the others bind the same port (SO_REUSEPORT).
@@ -94,13 +105,50 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
         }
     }
     wait_started(&rx, nr, &shutdown, &threads)?;
+    if let Some(dir) = &data_path {
+        persist(
+            dir,
+            restore
+                .as_ref()
+                .map(|m| m.topics.clone())
+                .unwrap_or_default(),
+        );
+    }
     tracing::info!("nsqd-uring: serving on {nr} core(s) {:?}", &cpus[..nr]);
     let outcome = supervise(&shutdown, &threads);
     let deadline = Instant::now() + STOP_TIMEOUT;
     while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
+    if let Some(dir) = &data_path {
+        let mut topics = Vec::new();
+        let mut stopped = 0;
+        while let Ok(report) = rx.try_recv() {
+            if let StartReport::Stopped(_, mut part) = report {
+                topics.append(&mut part);
+                stopped += 1;
+            }
+        }
+        if stopped == nr {
+            persist(dir, topics);
+        } else {
+            tracing::error!(
+                "only {stopped} of {nr} cores stopped cleanly; nsqd.dat left as it was"
+            );
+        }
+    }
     outcome
+}
+
+/// Writes nsqd.dat (start-up re-persist and shutdown), logging rather than failing.
+fn persist(dir: &std::path::Path, topics: Vec<metadata::TopicMeta>) {
+    let meta = metadata::Metadata {
+        topics,
+        version: crate::settings::NSQD_VERSION.to_string(),
+    };
+    if let Err(e) = metadata::save(dir, &meta) {
+        tracing::error!("failed to persist metadata - {e}");
+    }
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {

@@ -6,6 +6,7 @@ pub mod client;
 pub mod outbox;
 pub mod owner;
 pub mod reply;
+pub mod storage;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -47,6 +48,8 @@ pub struct Shard {
     pending_publishes: PendingReplies<PublishOutcome>,
     pending_barriers: PendingReplies<()>,
     rng: RefCell<SmallRng>,
+    /// Disk queues of the owned topics (when a data path is set).
+    disk: Option<storage::ShardDisk>,
 }
 
 impl Shard {
@@ -60,7 +63,6 @@ impl Shard {
         Shard {
             id,
             nr_shards,
-            settings,
             shutdown,
             topics: RefCell::new(HashMap::new()),
             subscriptions: RefCell::new(FxHashMap::default()),
@@ -70,6 +72,11 @@ impl Shard {
             pending_publishes: PendingReplies::default(),
             pending_barriers: PendingReplies::default(),
             rng: RefCell::new(SmallRng::from_entropy()),
+            disk: settings
+                .disk
+                .as_ref()
+                .map(|d| storage::ShardDisk::new(d, settings.limits.max_msg_size as usize)),
+            settings,
         }
     }
 

@@ -13,7 +13,7 @@ use crate::mesh::{ChannelOp, PublishCmd, PublishOutcome};
 use crate::protocol::errors::{E_FIN_FAILED, E_REQ_FAILED, E_TOUCH_FAILED, ProtocolError};
 
 impl Shard {
-    fn pump_channel(&self, channel: &mut Channel, now: Instant) {
+    pub(super) fn pump_channel(&self, channel: &mut Channel, now: Instant) {
         channel.pump(now, &mut |rate| self.sample(rate), &mut |c, m| {
             self.deliver(c, m)
         });
@@ -26,7 +26,7 @@ impl Shard {
     ) -> &'a mut Topic {
         topics.entry(name.to_string()).or_insert_with(|| {
             tracing::info!("TOPIC({name}): created (shard {})", self.id);
-            Topic::new(name, self.settings.node_id)
+            self.new_topic(name)
         })
     }
 

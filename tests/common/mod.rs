@@ -20,6 +20,8 @@ pub struct Broker {
     /// Its HTTP listener, if it serves HTTP.
     pub http: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
+    /// The `--data-path` this helper created (removed on drop), if the test gave none.
+    pub temp_data: Option<std::path::PathBuf>,
 }
 
 /// Path of the broker binary under test.
@@ -55,6 +57,11 @@ impl Broker {
         if !has_flag(args, "http-address") && http_supported() {
             all.push("--http-address=127.0.0.1:0".into());
         }
+        // nsqd's default data path is the working directory, which parallel tests share.
+        let temp_data = (!has_flag(args, "data-path")).then(temp_dir);
+        if let Some(dir) = &temp_data {
+            all.push(format!("--data-path={}", dir.display()));
+        }
         let mut child = Command::new(nsqd_bin())
             .args(&all)
             .stdin(Stdio::null())
@@ -87,6 +94,7 @@ impl Broker {
                     tcp,
                     http,
                     log,
+                    temp_data,
                 });
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -139,7 +147,21 @@ impl Drop for Broker {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if let Some(dir) = &self.temp_data {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// A fresh empty directory under the system temp dir.
+pub fn temp_dir() -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = unique(&format!("nsqd-data-{}-{nanos}-", std::process::id()));
+    let dir = std::env::temp_dir().join(name);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
 }
 
 /// Whether this build serves HTTP (until it does, a non-default `--http-address` is refused

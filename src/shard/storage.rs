@@ -1,0 +1,206 @@
+//! A shard's disk side: restoring its topics from `nsqd.dat` and their disk queues at
+//! start-up, the storage task that does every disk queue IO of the shard on its own executor,
+//! and the shutdown flush of memory to disk.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::sync::Semaphore;
+
+use super::Shard;
+use crate::broker::topic::Topic;
+use crate::settings::DiskSettings;
+use crate::storage::backlog::Registry;
+use crate::storage::metadata::{ChannelMeta, Metadata, TopicMeta};
+use crate::storage::queue_io::{QueueConfig, QueueIo};
+
+/// The disk queues of one shard and the IO state behind them.
+pub struct ShardDisk {
+    /// Backlogs the broker side uses.
+    pub registry: Rc<Registry>,
+    cfg: Rc<QueueConfig>,
+    sync_timeout: Duration,
+    /// Open files and positions, by queue name; touched only under `io_lock`.
+    io: RefCell<BTreeMap<String, QueueIo>>,
+    io_lock: Semaphore,
+    closed: Cell<bool>,
+}
+
+impl ShardDisk {
+    /// Disk state for one shard (no IO yet).
+    pub fn new(s: &DiskSettings, max_msg_size: usize) -> Self {
+        ShardDisk {
+            registry: Rc::new(Registry::default()),
+            cfg: Rc::new(QueueConfig {
+                dir: s.data_path.clone(),
+                max_bytes_per_file: s.max_bytes_per_file,
+                max_msg_size,
+                sync_every: s.sync_every.max(1),
+            }),
+            sync_timeout: s.sync_timeout.max(Duration::from_millis(1)),
+            io: RefCell::new(BTreeMap::new()),
+            io_lock: Semaphore::new(1),
+            closed: Cell::new(false),
+        }
+    }
+
+    /// One pass over every queue: load new ones, write, read ahead, sync when due.
+    /// Returns whether anything was read (the broker should deliver it).
+    async fn round(&self, force_sync: bool) -> bool {
+        let Ok(_permit) = self.io_lock.acquire_permit(1).await else {
+            return false;
+        };
+        if self.closed.get() {
+            return false;
+        }
+        let mut read_any = false;
+        for backlog in self.registry.all() {
+            let name = backlog.name().to_string();
+            let existing = self.io.borrow_mut().remove(&name);
+            let mut io = match existing {
+                Some(io) => io,
+                None => QueueIo::load(self.cfg.clone(), backlog).await,
+            };
+            match io.step(force_sync).await {
+                Ok(r) => read_any |= r,
+                Err(e) => tracing::error!("DISKQUEUE({name}): {e}"),
+            }
+            self.io.borrow_mut().insert(name, io);
+        }
+        read_any
+    }
+
+    /// Writes everything still pending, syncs, writes every meta file and closes the files.
+    async fn close(&self) {
+        let Ok(_permit) = self.io_lock.acquire_permit(1).await else {
+            return;
+        };
+        self.closed.set(true);
+        for backlog in self.registry.all() {
+            let name = backlog.name().to_string();
+            let existing = self.io.borrow_mut().remove(&name);
+            let io = match existing {
+                Some(io) => io,
+                None => QueueIo::load(self.cfg.clone(), backlog).await,
+            };
+            if let Err(e) = io.close().await {
+                tracing::error!("DISKQUEUE({name}): failed to close - {e}");
+            }
+        }
+    }
+}
+
+impl Shard {
+    /// Start-up: creates the topics and channels of `meta` that this shard owns, with their
+    /// pause flags, then loads their disk queues before the shard accepts clients.
+    pub async fn restore(&self, meta: &Metadata) {
+        let owned: Vec<&TopicMeta> = meta
+            .topics
+            .iter()
+            .filter(|t| self.owner_of(&t.name) == self.id)
+            .collect();
+        {
+            let mut topics = self.topics.borrow_mut();
+            let mqs = self.settings.mem_queue_size;
+            for tm in &owned {
+                tracing::info!("TOPIC({}): restoring (shard {})", tm.name, self.id);
+                let t = topics
+                    .entry(tm.name.clone())
+                    .or_insert_with(|| self.new_topic(&tm.name));
+                // Channels first, so the backlog is not handed to the first one alone.
+                t.paused = true;
+                for cm in &tm.channels {
+                    t.channel_mut(&cm.name, mqs).paused = cm.paused;
+                }
+                t.paused = tm.paused;
+            }
+        }
+        if let Some(disk) = &self.disk {
+            disk.round(false).await;
+        }
+        self.pump_from_disk();
+    }
+
+    /// A new topic wired to this shard's disk queues (if any).
+    pub(super) fn new_topic(&self, name: &str) -> Topic {
+        Topic::with_disk(
+            name,
+            self.settings.node_id,
+            self.disk.as_ref().map(|d| d.registry.clone()),
+        )
+    }
+
+    /// The storage task: serves every disk queue of the shard until shutdown.
+    pub async fn run_storage(self: Rc<Self>) {
+        let Some(disk) = &self.disk else { return };
+        let mut last_sync = Instant::now();
+        while !self.is_shutting_down() {
+            let timeout = disk.sync_timeout.min(Duration::from_millis(200));
+            futures_lite::future::or(
+                disk.registry.changed(|| self.is_shutting_down()),
+                glommio::timer::sleep(timeout),
+            )
+            .await;
+            if self.is_shutting_down() {
+                break;
+            }
+            let force = last_sync.elapsed() >= disk.sync_timeout;
+            if force {
+                last_sync = Instant::now();
+            }
+            if disk.round(force).await {
+                self.pump_from_disk();
+            }
+        }
+    }
+
+    /// Shutdown: memory, in-flight and deferred messages to disk, files synced and closed.
+    /// Returns this shard's part of nsqd.dat.
+    pub async fn close_storage(&self) -> Vec<TopicMeta> {
+        let Some(disk) = &self.disk else {
+            return Vec::new();
+        };
+        for t in self.topics.borrow_mut().values_mut() {
+            t.flush_to_disk();
+        }
+        disk.close().await;
+        self.metadata()
+    }
+
+    /// The owned topics and channels as nsqd.dat lists them (ephemeral ones left out).
+    pub fn metadata(&self) -> Vec<TopicMeta> {
+        self.topics
+            .borrow()
+            .values()
+            .filter(|t| !t.ephemeral)
+            .map(|t| TopicMeta {
+                name: t.name.clone(),
+                paused: t.paused,
+                channels: t
+                    .channels
+                    .values()
+                    .filter(|c| !c.ephemeral)
+                    .map(|c| ChannelMeta {
+                        name: c.name.clone(),
+                        paused: c.paused,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Delivers what the storage task just read: topic disk backlogs fan out, channels pump.
+    fn pump_from_disk(&self) {
+        let now = Instant::now();
+        let mqs = self.settings.mem_queue_size;
+        let mut topics = self.topics.borrow_mut();
+        for t in topics.values_mut() {
+            t.drain_backlog(mqs);
+            for ch in t.channels.values_mut() {
+                self.pump_channel(ch, now);
+            }
+        }
+    }
+}

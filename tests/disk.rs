@@ -1,0 +1,368 @@
+//! Disk persistence as nsqd users see it: a clean restart keeps every queued message, topic and
+//! channel; the data directory is in nsqd's formats both ways (checked with a reader and
+//! fixtures written here from the format description, not with nsqd); overflow, rolling,
+//! corrupt segments and the data-path lock.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Broker, Client, Frame, temp_dir, unique};
+
+const STOP: Duration = Duration::from_secs(30);
+
+fn data_flag(dir: &Path) -> String {
+    format!("--data-path={}", dir.display())
+}
+
+fn stop(b: &mut Broker) {
+    let status = b.terminate(STOP).expect("exited after SIGTERM");
+    assert!(status.success(), "{status}\n{}", b.log());
+}
+
+/// Subscribes with RDY `rdy` and collects bodies until `want` distinct ones arrived (FIN'ing
+/// each) or `within` passes; returns them with the highest attempts seen per body.
+fn drain(
+    b: &Broker,
+    topic: &str,
+    channel: &str,
+    want: usize,
+    within: Duration,
+) -> BTreeMap<Vec<u8>, Frame> {
+    let mut c = b.client();
+    c.sub(topic, channel);
+    c.line("RDY 200");
+    let mut got = BTreeMap::new();
+    let deadline = Instant::now() + within;
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while got.len() < want && Instant::now() < deadline {
+        match c.try_frame() {
+            Ok(Frame::Message(m)) => {
+                c.line(&format!("FIN {}", m.id));
+                got.insert(m.body.clone(), Frame::Message(m));
+            }
+            Ok(Frame::Response(r)) if r == b"_heartbeat_" => c.line("NOP"),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => {}
+        }
+    }
+    got
+}
+
+fn bodies(prefix: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{prefix}-{i:05}").into_bytes())
+        .collect()
+}
+
+fn mpub_all(c: &mut Client, topic: &str, all: &[Vec<u8>]) {
+    for chunk in all.chunks(100) {
+        let refs: Vec<&[u8]> = chunk.iter().map(|b| b.as_slice()).collect();
+        c.mpub(topic, &refs);
+    }
+}
+
+#[test]
+fn restart_with_backlog_in_memory_in_flight_deferred_and_on_disk_loses_nothing() {
+    let dir = temp_dir();
+    let flags = [
+        data_flag(&dir),
+        "--cores=2".to_string(),
+        "--mem-queue-size=100".to_string(),
+        "--max-bytes-per-file=8192".to_string(),
+    ];
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let topics: Vec<String> = (0..4).map(|i| unique(&format!("keep{i}_"))).collect();
+    let per_topic = 1500;
+    let mut b = Broker::start(&args);
+    for t in &topics {
+        // Two channels per topic, created by SUB; the subscribers leave at once.
+        for ch in ["a", "b"] {
+            let mut c = b.client();
+            c.sub(t, ch);
+        }
+    }
+    let mut p = b.client();
+    for t in &topics {
+        mpub_all(&mut p, t, &bodies(t, per_topic));
+    }
+    // A deferred message, and in-flight messages held by a consumer that never answers.
+    p.send(format!("DPUB {} 600000\n", topics[0]).as_bytes());
+    p.send(&(8u32).to_be_bytes());
+    p.send(b"deferred");
+    p.expect_ok();
+    let mut holder = b.client();
+    holder.sub(&topics[1], "a");
+    holder.line("RDY 7");
+    let held: Vec<_> = (0..7).map(|_| holder.expect_message()).collect();
+    stop(&mut b);
+    drop(b);
+
+    let meta = std::fs::read_to_string(dir.join("nsqd.dat")).unwrap();
+    for t in &topics {
+        assert!(meta.contains(&format!("\"name\":\"{t}\"")), "{meta}");
+    }
+
+    let b = Broker::start(&args);
+    for (i, t) in topics.iter().enumerate() {
+        for ch in ["a", "b"] {
+            let mut want: BTreeSet<Vec<u8>> = bodies(t, per_topic).into_iter().collect();
+            if i == 0 {
+                want.insert(b"deferred".to_vec());
+            }
+            let got = drain(&b, t, ch, want.len(), Duration::from_secs(60));
+            let keys: BTreeSet<Vec<u8>> = got.keys().cloned().collect();
+            assert_eq!(keys.len(), want.len(), "{t}:{ch}");
+            assert_eq!(keys, want, "{t}:{ch}");
+            if i == 1 && ch == "a" {
+                for h in &held {
+                    let Some(Frame::Message(m)) = got.get(&h.body) else {
+                        panic!("held message missing")
+                    };
+                    assert_eq!(m.id, h.id, "ID kept");
+                    assert_eq!(m.timestamp, h.timestamp, "timestamp kept");
+                    assert_eq!(m.attempts, 2, "attempts kept across the restart");
+                }
+            }
+        }
+    }
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A go-diskqueue reader written from the format description, independent of the broker.
+struct Queue {
+    depth: i64,
+    records: Vec<(i64, u16, String, Vec<u8>)>,
+}
+
+fn read_queue(dir: &Path, name: &str) -> Queue {
+    let meta = std::fs::read_to_string(dir.join(format!("{name}.diskqueue.meta.dat"))).unwrap();
+    let lines: Vec<&str> = meta.split('\n').collect();
+    assert_eq!(lines.len(), 4, "three newline-terminated lines: {meta:?}");
+    assert_eq!(lines[3], "");
+    let depth: i64 = lines[0].parse().unwrap();
+    let pos = |l: &str| -> (i64, i64) {
+        let (f, p) = l.split_once(',').unwrap();
+        (f.parse().unwrap(), p.parse().unwrap())
+    };
+    let (rf, rp) = pos(lines[1]);
+    let (wf, wp) = pos(lines[2]);
+    let mut records = Vec::new();
+    for f in rf..=wf {
+        let path = dir.join(format!("{name}.diskqueue.{f:06}.dat"));
+        let Ok(data) = std::fs::read(&path) else {
+            continue;
+        };
+        let mut off = if f == rf { rp as usize } else { 0 };
+        let end = if f == wf { wp as usize } else { data.len() };
+        while off < end {
+            let len = i32::from_be_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+            assert!(len >= 26, "record length {len}");
+            let m = &data[off + 4..off + 4 + len];
+            records.push((
+                i64::from_be_bytes(m[..8].try_into().unwrap()),
+                u16::from_be_bytes(m[8..10].try_into().unwrap()),
+                String::from_utf8(m[10..26].to_vec()).unwrap(),
+                m[26..].to_vec(),
+            ));
+            off += 4 + len;
+        }
+    }
+    Queue { depth, records }
+}
+
+#[test]
+fn data_directory_is_in_nsqd_format_and_rolls_at_max_bytes_per_file() {
+    let dir = temp_dir();
+    let flag = data_flag(&dir);
+    let topic = unique("fmt");
+    let mut b = Broker::start(&[
+        &flag,
+        "--cores=2",
+        "--mem-queue-size=0",
+        "--max-bytes-per-file=300",
+    ]);
+    let mut c = b.client();
+    c.sub(&topic, "ch");
+    drop(c);
+    let mut p = b.client();
+    let all = bodies("xy", 40);
+    mpub_all(&mut p, &topic, &all);
+    let eph = unique("eph");
+    p.publish(&format!("{eph}#ephemeral"), b"gone");
+    stop(&mut b);
+
+    // nsqd.dat: exactly nsqd v1.3.0's JSON; ephemeral topics are not in it.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("nsqd.dat")).unwrap()).unwrap();
+    assert_eq!(meta["version"], "1.3.0");
+    let text = std::fs::read_to_string(dir.join("nsqd.dat")).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            r#"{{"topics":[{{"name":"{topic}","paused":false,"channels":[{{"name":"ch","paused":false}}]}}],"version":"1.3.0"}}"#
+        )
+    );
+    // The topic's own queue handed everything to the channel; the channel holds all 40.
+    let q = read_queue(&dir, &format!("{topic}:ch"));
+    assert_eq!(q.depth, 40);
+    let got: Vec<Vec<u8>> = q.records.iter().map(|r| r.3.clone()).collect();
+    assert_eq!(got, all);
+    for (ts, attempts, id, _) in &q.records {
+        assert!(*ts > 1_600_000_000_000_000_000, "nanosecond timestamp");
+        assert_eq!(*attempts, 0);
+        assert!(
+            id.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
+    // 38-byte records (4 + 26 + 8) and a 300-byte limit: 7 per file under v1.1.0's rule.
+    let segs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with(&format!("{topic}:ch.diskqueue."))
+                && n.ends_with(".dat")
+                && !n.contains("meta")
+        })
+        .collect();
+    assert_eq!(segs.len(), 6, "{segs:?}");
+    for s in &segs {
+        let len = std::fs::metadata(s).unwrap().len();
+        assert!(len <= 300 && len % 38 == 0, "{s:?} {len}");
+    }
+    assert!(!std::fs::read_dir(&dir).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("ephemeral")
+    }));
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn record(ts: i64, attempts: u16, id: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&((26 + body.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&ts.to_be_bytes());
+    out.extend_from_slice(&attempts.to_be_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn nsqd_written_data_directory_loads_with_ids_and_attempts() {
+    let dir = temp_dir();
+    let topic = unique("fixture");
+    // nsqd v1.1's key order and empty arrays, which readers must accept.
+    std::fs::write(
+        dir.join("nsqd.dat"),
+        format!(
+            r#"{{"topics":[{{"channels":[{{"name":"c","paused":false}}],"name":"{topic}","paused":false}}],"version":"1.1.0"}}"#
+        ),
+    )
+    .unwrap();
+    let mut seg0 = record(1_700_000_000_000_000_001, 0, "0a1b2c3d4e5f6071", b"first");
+    seg0.extend(record(
+        1_700_000_000_000_000_002,
+        3,
+        "0a1b2c3d4e5f6072",
+        b"second",
+    ));
+    let seg1 = record(1_700_000_000_000_000_003, 1, "0a1b2c3d4e5f6073", b"third");
+    let name = format!("{topic}:c");
+    std::fs::write(dir.join(format!("{name}.diskqueue.000000.dat")), &seg0).unwrap();
+    std::fs::write(dir.join(format!("{name}.diskqueue.000001.dat")), &seg1).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.diskqueue.meta.dat")),
+        format!("3\n0,0\n1,{}\n", seg1.len()),
+    )
+    .unwrap();
+    let flag = data_flag(&dir);
+    let b = Broker::start(&[&flag, "--cores=2"]);
+    let got = drain(&b, &topic, "c", 3, Duration::from_secs(20));
+    let expect = [
+        ("first", "0a1b2c3d4e5f6071", 1_700_000_000_000_000_001, 1),
+        ("second", "0a1b2c3d4e5f6072", 1_700_000_000_000_000_002, 4),
+        ("third", "0a1b2c3d4e5f6073", 1_700_000_000_000_000_003, 2),
+    ];
+    for (body, id, ts, attempts) in expect {
+        let Some(Frame::Message(m)) = got.get(body.as_bytes()) else {
+            panic!("{body} missing: {got:?}")
+        };
+        assert_eq!((m.id.as_str(), m.timestamp, m.attempts), (id, ts, attempts));
+    }
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn corrupt_segment_is_renamed_bad_and_the_rest_delivered() {
+    let dir = temp_dir();
+    let topic = unique("corrupt");
+    std::fs::write(
+        dir.join("nsqd.dat"),
+        format!(
+            r#"{{"topics":[{{"name":"{topic}","paused":false,"channels":[{{"name":"c","paused":false}}]}}],"version":"1.3.0"}}"#
+        ),
+    )
+    .unwrap();
+    let name = format!("{topic}:c");
+    let mut seg0 = record(1_700_000_000_000_000_001, 0, "0a1b2c3d4e5f6071", b"before");
+    // A length prefix of 2 GiB: must be rejected before any allocation.
+    seg0.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff, 0, 0, 0]);
+    let seg1 = record(1_700_000_000_000_000_003, 0, "0a1b2c3d4e5f6073", b"after");
+    std::fs::write(dir.join(format!("{name}.diskqueue.000000.dat")), &seg0).unwrap();
+    std::fs::write(dir.join(format!("{name}.diskqueue.000001.dat")), &seg1).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.diskqueue.meta.dat")),
+        format!("3\n0,0\n1,{}\n", seg1.len()),
+    )
+    .unwrap();
+    let flag = data_flag(&dir);
+    let b = Broker::start(&[&flag, "--cores=2"]);
+    let got = drain(&b, &topic, "c", 2, Duration::from_secs(20));
+    assert!(
+        got.contains_key(&b"before"[..]) && got.contains_key(&b"after"[..]),
+        "{got:?}"
+    );
+    assert!(
+        dir.join(format!("{name}.diskqueue.000000.dat.bad"))
+            .exists()
+    );
+    assert!(b.log().contains(".bad"), "{}", b.log());
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn second_broker_on_the_same_data_path_fails_with_nsqds_lock_error() {
+    let dir = temp_dir();
+    let flag = data_flag(&dir);
+    let b = Broker::start(&[&flag, "--cores=1"]);
+    let err = Broker::try_start(&[&flag, "--cores=1"])
+        .err()
+        .expect("refused");
+    assert!(err.contains("cannot flock directory"), "{err}");
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unparseable_nsqd_dat_is_fatal_with_nsqds_message() {
+    let dir = temp_dir();
+    std::fs::write(dir.join("nsqd.dat"), "{not json").unwrap();
+    let flag = data_flag(&dir);
+    let err = Broker::try_start(&[&flag, "--cores=1"])
+        .err()
+        .expect("refused");
+    assert!(err.contains("failed to parse metadata in "), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
