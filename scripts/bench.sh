@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# The benchmark matrix: builds release, starts each broker itself on free loopback ports (in a
+# temporary working directory), drives it with nsq-bench, samples its CPU time from /proc, and
+# writes results.csv, results.jsonl, SVG charts and summary.md (ratio tables) under a results
+# directory.
+#
+#   scripts/bench.sh                 full matrix (about 8 minutes on 2 cores, 16 with NSQD)
+#   scripts/bench.sh --quick         smoke check, under a minute
+#   NSQD=/path/to/nsqd scripts/bench.sh   same matrix against another nsqd in the same run
+#
+# Options:  --quick  --out DIR  --duration D  --warmup D  --no-build  --help
+# Env:      NSQD         another nsqd-compatible binary to compare with (v1.3.0 for example)
+#           NSQ_TOOLS    directory with NSQ's bench_writer/bench_reader (default: beside $NSQD)
+#           BENCH_DURATION, BENCH_WARMUP   override the per-run durations (tests use tiny ones)
+#           NSQD_URING_BIN, NSQ_BENCH_BIN  use these binaries instead of target/release
+#
+# CPU placement (2 cores): with --cores 1 the broker is pinned to CPU 0 and nsq-bench to CPU 1;
+# with --cores 2 both use CPUs 0-1. The raw baseline uses the same placement as a broker run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+QUICK=0
+BUILD=1
+OUT=""
+DURATION="${BENCH_DURATION:-}"
+WARMUP="${BENCH_WARMUP:-}"
+
+usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) QUICK=1 ;;
+    --no-build) BUILD=0 ;;
+    --out) OUT="$2"; shift ;;
+    --out=*) OUT="${1#--out=}" ;;
+    --duration) DURATION="$2"; shift ;;
+    --duration=*) DURATION="${1#--duration=}" ;;
+    --warmup) WARMUP="$2"; shift ;;
+    --warmup=*) WARMUP="${1#--warmup=}" ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    DURATION="${DURATION:-0.5s}"
+    WARMUP="${WARMUP:-0.2s}"
+else
+    DURATION="${DURATION:-2s}"
+    WARMUP="${WARMUP:-1s}"
+fi
+OUT="${OUT:-$ROOT/results/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+CSV="$OUT/results.csv"
+JSONL="$OUT/results.jsonl"
+LOG="$OUT/bench.log"
+: >"$LOG"
+
+say() { echo "$*" | tee -a "$LOG" >&2; }
+
+if [ "$BUILD" = 1 ] && [ -z "${NSQD_URING_BIN:-}" ]; then
+    say "building release binaries"
+    (cd "$ROOT" && cargo build --release --bin nsqd --bin nsq-bench) >>"$LOG" 2>&1 ||
+        { tail -20 "$LOG" >&2; exit 1; }
+fi
+OURS_BIN="${NSQD_URING_BIN:-$ROOT/target/release/nsqd}"
+BENCH="${NSQ_BENCH_BIN:-$ROOT/target/release/nsq-bench}"
+OTHER_BIN="${NSQD:-}"
+for b in "$OURS_BIN" "$BENCH" ${OTHER_BIN:+"$OTHER_BIN"}; do
+    [ -x "$b" ] || { echo "bench.sh: $b is not an executable" >&2; exit 1; }
+done
+TOOLS="${NSQ_TOOLS:-${OTHER_BIN:+$(dirname "$OTHER_BIN")}}"
+
+# Each connection of the broker may hold two descriptors: 10,000 idle connections need room.
+ulimit -Hn 65536 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+NCPU="$(nproc)"
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/nsq-bench.XXXXXX")"
+BROKER_PID=""
+BROKER_ADDR=""
+
+stop_broker() {
+    [ -n "$BROKER_PID" ] || return 0
+    kill -TERM "$BROKER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$BROKER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=""
+}
+cleanup() { stop_broker; rm -rf "$TMP"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The CPUs a broker with N cores is pinned to, and the ones nsq-bench gets.
+broker_cpus() { seq -s, 0 $(($1 - 1)); }
+client_cpus() {
+    if [ "$1" -lt "$NCPU" ]; then seq -s, "$1" $((NCPU - 1)) | cut -d, -f1-"$1"; else broker_cpus "$1"; fi
+}
+
+# start_broker LABEL CORES [extra broker flags...]: sets BROKER_PID and BROKER_ADDR.
+start_broker() {
+    local label="$1" cores="$2"
+    shift 2
+    local dir bin
+    dir="$(mktemp -d "$TMP/$label.XXXX")"
+    local args=(--tcp-address=127.0.0.1:0 "$@")
+    if [ "$label" = nsqd-uring ]; then
+        bin="$OURS_BIN"
+        args+=(--cores="$cores")
+    else
+        bin="$OTHER_BIN"
+        args+=(--http-address=127.0.0.1:0 --data-path="$dir")
+    fi
+    # A temporary working directory doubles as the data directory of a broker that only
+    # accepts the default data path.
+    (cd "$dir" && exec taskset -c "$(broker_cpus "$cores")" "$bin" "${args[@]}") \
+        >/dev/null 2>"$dir/log" &
+    BROKER_PID=$!
+    for _ in $(seq 200); do
+        BROKER_ADDR="$(grep -o 'TCP: listening on 127\.0\.0\.1:[0-9]*' "$dir/log" | head -1 | sed 's/.* on //')" || true
+        if [ -n "$BROKER_ADDR" ] && { [ "$label" != nsqd-uring ] || grep -q 'serving on' "$dir/log"; }; then
+            return 0
+        fi
+        kill -0 "$BROKER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    say "bench.sh: $label did not start; its log:"
+    cat "$dir/log" >&2
+    exit 1
+}
+
+RUN=0
+# bench LABEL CORES TAG MODE [nsq-bench flags...]: one measured run against the current broker.
+bench() {
+    local label="$1" cores="$2" tag="$3" mode="$4"
+    shift 4
+    RUN=$((RUN + 1))
+    local target=()
+    if [ "$mode" != raw ]; then
+        target=(--nsqd-tcp-address "$BROKER_ADDR" --broker-pid "$BROKER_PID")
+    else
+        target=(--server-cpus "$(broker_cpus "$cores")")
+    fi
+    local line
+    if ! line="$("$BENCH" "$mode" "${target[@]}" --cores "$cores" --cpus "$(client_cpus "$cores")" \
+        --duration "$DURATION" --warmup "$WARMUP" --label "$label" --tag "$tag" \
+        --csv "$CSV" --json --quiet "$@" 2>>"$LOG")"; then
+        say "  run $RUN failed: $label $mode $* (see $LOG)"
+        return 0
+    fi
+    echo "$line" >>"$JSONL"
+    say "  $(printf '%-11s %-8s %-6s' "$label" "$tag" "$mode") $* -> $(echo "$line" |
+        grep -o '"msgs_per_s":[0-9.]*' | cut -d: -f2 | cut -d. -f1) msg/s"
+}
+
+SIZES=(64 200 1024 16384)
+BATCHES=(1 100)
+CORES=(1 2)
+CONNS_SWEEP=(1 256)
+LAT_LEVELS=(25 50 75 90)
+if [ "$QUICK" = 1 ]; then
+    SIZES=(200)
+    BATCHES=(100)
+    CORES=(1)
+    CONNS_SWEEP=()
+    LAT_LEVELS=(50)
+fi
+[ "$NCPU" -ge 2 ] || CORES=(1)
+
+# sub preloads this much (bounded in bytes so 16 KiB messages stay modest).
+preload_count() { local n=$((100000000 / $1)); [ "$n" -gt 200000 ] && n=200000; echo "$n"; }
+# Queue size for consuming runs: everything stays in memory on both brokers (nsqd would
+# otherwise spill to disk, which is not what these runs compare).
+BIG_QUEUE=2000000
+
+LABELS=(nsqd-uring)
+if [ -n "$OTHER_BIN" ]; then
+    OTHER_VERSION="$("$OTHER_BIN" --version 2>&1 | grep -o 'v[0-9][0-9.]*' | head -1)" || true
+    LABELS+=("nsqd-${OTHER_VERSION:-other}")
+fi
+
+say "results: $OUT"
+say "machine: $NCPU CPUs, $(uname -r), $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+say "durations: warmup $WARMUP, measure $DURATION"
+START=$(date +%s)
+
+say "raw baseline"
+for cores in "${CORES[@]}"; do
+    for size in "${SIZES[@]}"; do
+        for batch in "${BATCHES[@]}"; do
+            # Two-core raw runs only for the shape the targets name, to keep the matrix short.
+            if [ "$cores" = 2 ] && { [ "$size" != 200 ] || [ "$batch" != 100 ]; }; then continue; fi
+            bench raw "$cores" raw raw --size "$size" --batch "$batch" --raw-reply ack
+            bench raw "$cores" raw raw --size "$size" --batch "$batch" --raw-reply echo
+        done
+    done
+done
+
+run_broker_matrix() {
+    local label="$1" cores
+    for cores in "${CORES[@]}"; do
+        say "$label --cores $cores: publish (ephemeral topics, default queue)"
+        start_broker "$label" "$cores"
+        local size batch conns
+        for size in "${SIZES[@]}"; do
+            for batch in "${BATCHES[@]}"; do
+                bench "$label" "$cores" tp pub --topic "p$RUN#ephemeral" --size "$size" --batch "$batch"
+            done
+        done
+        if [ "$cores" = "${CORES[-1]}" ]; then
+            for conns in "${CONNS_SWEEP[@]}"; do
+                bench "$label" "$cores" conn pub --topic "c$RUN#ephemeral" --batch 100 --connections "$conns"
+            done
+        fi
+        bench "$label" "$cores" scale pub --topic "s$RUN#ephemeral" --batch 100 --topics 16
+        stop_broker
+
+        say "$label --cores $cores: consume (queue $BIG_QUEUE)"
+        start_broker "$label" "$cores" --mem-queue-size="$BIG_QUEUE"
+        for size in "${SIZES[@]}"; do
+            bench "$label" "$cores" tp sub --topic "sub$RUN" --size "$size" --count "$(preload_count "$size")"
+            for batch in "${BATCHES[@]}"; do
+                bench "$label" "$cores" tp pubsub --topic "ps$RUN" --size "$size" --batch "$batch"
+            done
+        done
+        if [ "$cores" = "${CORES[-1]}" ]; then
+            for conns in "${CONNS_SWEEP[@]}"; do
+                bench "$label" "$cores" conn pubsub --topic "cps$RUN" --batch 100 --connections "$conns"
+            done
+        fi
+        bench "$label" "$cores" scale pubsub --topic "sps$RUN" --batch 100 --topics 16
+        if [ "$cores" = 1 ]; then
+            for level in "${LAT_LEVELS[@]}"; do
+                local rate=$((LAT_MAX * level / 100))
+                [ "$rate" -gt 0 ] || rate=1000
+                bench "$label" 1 "lat$level" latency --topic "lat$RUN" --rate "$rate" \
+                    --output-buffer-timeout -1
+            done
+        fi
+        if [ -n "$TOOLS" ] && [ -x "$TOOLS/bench_writer" ] && [ -x "$TOOLS/bench_reader" ]; then
+            nsq_tools "$label" "$cores"
+        fi
+        stop_broker
+    done
+    if [ "$QUICK" = 0 ]; then
+        say "$label: 10000 idle connections"
+        start_broker "$label" 1
+        bench "$label" 1 idle idle --connections 10000 --duration 2s
+        stop_broker
+    fi
+}
+
+# NSQ's own bench_writer then bench_reader against the current broker: one CSV row each, with
+# the broker's CPU time from /proc around the run.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+nsq_tools() {
+    local label="$1" cores="$2" tool topic="nsqtools$RUN" secs=1
+    for tool in bench_writer bench_reader; do
+        RUN=$((RUN + 1))
+        local before after out rate cpu
+        before="$(cpu_ticks "$BROKER_PID")"
+        out="$(taskset -c "$(client_cpus "$cores")" "$TOOLS/$tool" --nsqd-tcp-address "$BROKER_ADDR" \
+            --topic "$topic" --runfor "${secs}s" --size 200 2>&1 | tail -1)" || true
+        after="$(cpu_ticks "$BROKER_PID")"
+        rate="$(echo "$out" | grep -o '[0-9.]*ops/s' | sed 's/ops.s//')" || true
+        if [ -z "$rate" ]; then
+            say "  $tool failed against $label: $out"
+            continue
+        fi
+        cpu="$(awk -v t=$((after - before)) -v r="$rate" -v s="$secs" \
+            'BEGIN { if (r > 0) printf "%.3f", t * 1e7 / (r * s) }')"
+        local mode=pub
+        [ "$tool" = bench_reader ] && mode=sub
+        # label,tag,mode,size,batch,connections,cores,topics,rate,pipeline,raw_reply,duration_s,
+        # messages,msgs_per_s,mb_per_s,offered_per_s,p50..max(6),broker_cpu_s,cpu_ns_per_msg,...
+        printf '%s,nsqtools,%s,200,200,1,%s,1,0,1,,%s,%.0f,%.0f,%.2f,%.0f,,,,,,,%.3f,%s,,,,0,0\n' \
+            "$label" "$mode" "$cores" "$secs" "$(awk -v r="$rate" -v s="$secs" 'BEGIN{print r*s}')" \
+            "$rate" "$(awk -v r="$rate" 'BEGIN{print r*200/1e6}')" "$rate" \
+            "$(awk -v t=$((after - before)) 'BEGIN{print t/100}')" "$cpu" >>"$CSV"
+        say "  $(printf '%-11s %-8s %-6s' "$label" nsqtools "$tool") -> ${rate%.*} msg/s"
+    done
+}
+
+# Latency levels are fractions of the broker under test's pubsub PUB throughput (16
+# connections, one core); the other broker gets the same absolute rates (equal offered load).
+LAT_MAX=0
+measure_lat_max() {
+    start_broker nsqd-uring 1 --mem-queue-size="$BIG_QUEUE"
+    local line
+    line="$("$BENCH" pubsub --nsqd-tcp-address "$BROKER_ADDR" --cores 1 --cpus "$(client_cpus 1)" \
+        --duration "$DURATION" --warmup "$WARMUP" --topic latmax --json --quiet 2>>"$LOG")" || true
+    LAT_MAX="$(echo "$line" | grep -o '"msgs_per_s":[0-9.]*' | cut -d: -f2 | cut -d. -f1)"
+    LAT_MAX="${LAT_MAX:-0}"
+    stop_broker
+    say "latency levels: ${LAT_LEVELS[*]}% of $LAT_MAX msg/s (pubsub PUB, 16 connections, 1 core)"
+}
+measure_lat_max
+
+for label in "${LABELS[@]}"; do
+    run_broker_matrix "$label"
+done
+
+say "plots"
+"$BENCH" plot --csv "$CSV" --out "$OUT" --ours nsqd-uring >>"$LOG" 2>&1 || say "plotting failed (see $LOG)"
+say "done in $(($(date +%s) - START))s: $CSV"
+if [ -f "$OUT/summary.md" ]; then
+    cat "$OUT/summary.md"
+fi
