@@ -75,6 +75,7 @@ fn settings_from(o: &Options) -> Settings {
             max_bytes_per_file: o.max_bytes_per_file,
             sync_every: o.sync_every.max(1) as u64,
             sync_timeout: o.sync_timeout,
+            durable_ack: o.durable_ack,
         }),
         ..Settings::default()
     };

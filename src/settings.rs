@@ -44,6 +44,8 @@ pub struct DiskSettings {
     pub sync_every: u64,
     /// `--sync-timeout`.
     pub sync_timeout: Duration,
+    /// `--durable-ack`: publishes are answered only once written and fsynced.
+    pub durable_ack: bool,
 }
 
 impl Default for Settings {

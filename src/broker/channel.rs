@@ -206,7 +206,11 @@ impl Channel {
 
     /// Memory while under the limit, then disk; ephemeral overflow is dropped as in nsqd.
     fn enqueue(&mut self, msg: Message) {
-        if self.queue.len() < self.mem_limit {
+        let limit = match &self.disk {
+            Some(d) if d.durable() => 0,
+            _ => self.mem_limit,
+        };
+        if self.queue.len() < limit {
             self.queue.push_back(msg);
         } else if let Some(disk) = &self.disk {
             disk.push(&msg);

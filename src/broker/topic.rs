@@ -123,7 +123,9 @@ impl Topic {
             self.message_bytes += body.len() as u64;
             if self.fans_out() {
                 self.fan_out(msg, defer_until, mem_queue_size);
-            } else if self.backlog.len() < mem_queue_size {
+            } else if self.backlog.len() < mem_queue_size
+                && !self.disk.as_ref().is_some_and(DiskBacklog::durable)
+            {
                 self.backlog.push_back((msg, defer_until));
             } else if let Some(disk) = &self.disk {
                 // Spilled deferred messages lose their deferral, as in nsqd.

@@ -534,7 +534,6 @@ fn unbuilt_features_report_non_defaults() {
             "--tls-key is not supported yet by nsqd-uring",
             "--https-address is not supported yet by nsqd-uring",
             "--statsd-mem-stats is not supported yet by nsqd-uring",
-            "--durable-ack is not supported yet by nsqd-uring",
         ]
     );
     // Every listed flag is detected when changed.

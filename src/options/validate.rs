@@ -37,7 +37,6 @@ pub const UNBUILT_FLAGS: &[&str] = &[
     "topology-zone",
     "broadcast-tcp-port",
     "broadcast-http-port",
-    "durable-ack",
     "http-client-connect-timeout",
     "http-client-request-timeout",
     "queue-scan-worker-pool-max",

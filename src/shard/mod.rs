@@ -114,7 +114,8 @@ impl Shard {
     /// refused. Consecutive publishes of a pipelining client cross cores as one batch.
     pub async fn publish(&self, owner: usize, batch: Vec<PublishCmd>) -> PublishOutcome {
         if owner == self.id {
-            return self.apply_publishes(&batch);
+            let outcome = self.apply_publishes(&batch);
+            return self.durable_outcome(outcome).await;
         }
         let (token, reply) = self.pending_publishes.register();
         tracing::debug!(
@@ -252,8 +253,10 @@ impl Shard {
             MeshMsg::Publish { batch, reply } => {
                 let outcome = self.apply_publishes(&batch);
                 let token = reply.token;
-                self.outboxes
-                    .push(reply.shard, MeshMsg::PublishReply { token, outcome });
+                let outboxes = self.outboxes.clone();
+                self.reply_when_durable(outcome, move |outcome| {
+                    outboxes.push(reply.shard, MeshMsg::PublishReply { token, outcome })
+                });
             }
             MeshMsg::Subscribe {
                 topic,

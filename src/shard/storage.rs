@@ -11,6 +11,7 @@ use glommio::sync::Semaphore;
 
 use super::Shard;
 use crate::broker::topic::Topic;
+use crate::mesh::PublishOutcome;
 use crate::settings::DiskSettings;
 use crate::storage::backlog::Registry;
 use crate::storage::metadata::{ChannelMeta, Metadata, TopicMeta};
@@ -32,12 +33,13 @@ impl ShardDisk {
     /// Disk state for one shard (no IO yet).
     pub fn new(s: &DiskSettings, max_msg_size: usize) -> Self {
         ShardDisk {
-            registry: Rc::new(Registry::default()),
+            registry: Rc::new(Registry::new(s.durable_ack)),
             cfg: Rc::new(QueueConfig {
                 dir: s.data_path.clone(),
                 max_bytes_per_file: s.max_bytes_per_file,
                 max_msg_size,
                 sync_every: s.sync_every.max(1),
+                durable: s.durable_ack,
             }),
             sync_timeout: s.sync_timeout.max(Duration::from_millis(1)),
             io: RefCell::new(BTreeMap::new()),
@@ -55,6 +57,8 @@ impl ShardDisk {
         if self.closed.get() {
             return false;
         }
+        let covered = self.registry.round_start();
+        let mut failure = None;
         let mut read_any = false;
         for backlog in self.registry.all() {
             let name = backlog.name().to_string();
@@ -65,10 +69,14 @@ impl ShardDisk {
             };
             match io.step(force_sync).await {
                 Ok(r) => read_any |= r,
-                Err(e) => tracing::error!("DISKQUEUE({name}): {e}"),
+                Err(e) => {
+                    tracing::error!("DISKQUEUE({name}): {e}");
+                    failure = Some(e);
+                }
             }
             self.io.borrow_mut().insert(name, io);
         }
+        self.registry.round_done(covered, failure);
         read_any
     }
 
@@ -78,6 +86,8 @@ impl ShardDisk {
             return;
         };
         self.closed.set(true);
+        let covered = self.registry.round_start();
+        let mut failure = None;
         for backlog in self.registry.all() {
             let name = backlog.name().to_string();
             let existing = self.io.borrow_mut().remove(&name);
@@ -87,12 +97,43 @@ impl ShardDisk {
             };
             if let Err(e) = io.close().await {
                 tracing::error!("DISKQUEUE({name}): failed to close - {e}");
+                failure = Some(e);
             }
         }
+        self.registry.round_done(covered, failure);
     }
 }
 
 impl Shard {
+    /// `--durable-ack`: holds a publish outcome until its messages are written and fsynced
+    /// (group commit: every publish applied before the storage task's next round shares its
+    /// fsyncs). A failed write turns the outcome into a refusal.
+    pub(super) async fn durable_outcome(&self, outcome: PublishOutcome) -> PublishOutcome {
+        match &self.disk {
+            Some(d) if d.cfg.durable => durable_result(d.registry.durable().await, outcome),
+            _ => outcome,
+        }
+    }
+
+    /// Like [`Shard::durable_outcome`] for a publish from another core: `send` runs once the
+    /// outcome is final, without holding up this core's mesh receiver.
+    pub(super) fn reply_when_durable(
+        &self,
+        outcome: PublishOutcome,
+        send: impl FnOnce(PublishOutcome) + 'static,
+    ) {
+        match &self.disk {
+            Some(d) if d.cfg.durable => {
+                let registry = d.registry.clone();
+                glommio::spawn_local(async move {
+                    send(durable_result(registry.durable().await, outcome));
+                })
+                .detach();
+            }
+            _ => send(outcome),
+        }
+    }
+
     /// Start-up: creates the topics and channels of `meta` that this shard owns, with their
     /// pause flags, then loads their disk queues before the shard accepts clients.
     pub async fn restore(&self, meta: &Metadata) {
@@ -202,5 +243,16 @@ impl Shard {
                 self.pump_channel(ch, now);
             }
         }
+    }
+}
+
+/// A publish whose messages could not be made durable is refused as a whole.
+fn durable_result(synced: Result<(), String>, outcome: PublishOutcome) -> PublishOutcome {
+    match synced {
+        Ok(()) => outcome,
+        Err(e) => PublishOutcome {
+            accepted: 0,
+            error: Some(format!("disk write failed - {e}")),
+        },
     }
 }

@@ -5,7 +5,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
+use std::future::poll_fn;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 use crate::broker::message::Message;
 use crate::wakeup::Wakeup;
@@ -52,6 +54,7 @@ impl DiskBacklog {
         b.pending_count += 1;
         b.depth += 1;
         drop(b);
+        self.registry.written.set(self.registry.written.get() + 1);
         self.registry.poke();
     }
 
@@ -68,6 +71,12 @@ impl DiskBacklog {
             self.registry.poke();
         }
         Some(msg)
+    }
+
+    /// Whether every message goes through this queue before it is acknowledged
+    /// (`--durable-ack`): then memory is bypassed.
+    pub fn durable(&self) -> bool {
+        self.registry.durable_writes
     }
 
     /// Records in the queue (nsqd's `backend_depth`).
@@ -114,11 +123,22 @@ impl DiskBacklog {
     }
 }
 
-/// Shared by every backlog of one shard: wakes the storage task.
+/// Shared by every backlog of one shard: wakes the storage task, and tracks which writes
+/// are on disk for `--durable-ack`.
 #[derive(Debug, Default)]
 struct RegistryCore {
     wakeup: Wakeup,
     dirty: Cell<bool>,
+    /// Records pushed so far (a ticket is this count after a publish).
+    written: Cell<u64>,
+    /// Records pushed before the last completed write + fsync round.
+    durable: Cell<u64>,
+    /// The last round's failure, for the publishes it covered: (covered up to, reason).
+    failed: RefCell<Option<(u64, String)>>,
+    /// Publishes waiting for their records to be fsynced.
+    waiters: RefCell<Vec<Waker>>,
+    /// `--durable-ack`.
+    durable_writes: bool,
 }
 
 impl RegistryCore {
@@ -136,6 +156,17 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry; with `durable_writes` every message of its queues goes to disk first.
+    pub fn new(durable_writes: bool) -> Self {
+        Registry {
+            core: Rc::new(RegistryCore {
+                durable_writes,
+                ..RegistryCore::default()
+            }),
+            queues: RefCell::default(),
+        }
+    }
+
     /// Opens (or returns the already open) backlog of `name`; the storage task loads its files.
     pub fn open(&self, name: &str) -> DiskBacklog {
         let mut queues = self.queues.borrow_mut();
@@ -168,6 +199,45 @@ impl Registry {
     pub fn poke(&self) {
         self.core.poke();
     }
+
+    /// For the storage task, before a round: every record pushed so far is in this round.
+    pub fn round_start(&self) -> u64 {
+        self.core.written.get()
+    }
+
+    /// For the storage task, after a round's writes and fsyncs: releases the waiting publishes
+    /// covered by it, with the round's error if a write or fsync failed.
+    pub fn round_done(&self, covered: u64, error: Option<String>) {
+        let c = &self.core;
+        if let Some(e) = error {
+            *c.failed.borrow_mut() = Some((covered, e));
+        }
+        c.durable.set(c.durable.get().max(covered));
+        for w in c.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Group commit: waits until every record pushed before this call is written and fsynced.
+    /// Publishes arriving while a round is in flight share the next round's fsync.
+    pub async fn durable(&self) -> Result<(), String> {
+        let c = &self.core;
+        let ticket = c.written.get();
+        c.dirty.set(true);
+        c.wakeup.wake();
+        poll_fn(|cx| {
+            if c.durable.get() >= ticket {
+                return Poll::Ready(());
+            }
+            c.waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        match &*c.failed.borrow() {
+            Some((upto, e)) if *upto >= ticket => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +260,40 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(bytes.len(), 2 * (4 + 26 + 1));
         assert_eq!(q.take_pending().1, 0);
+    }
+
+    #[test]
+    fn durable_waits_for_the_round_covering_its_records() {
+        let r = Rc::new(Registry::default());
+        let q = r.open("t");
+        q.push(&msg(1));
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async move {
+            let r2 = r.clone();
+            let done = Rc::new(Cell::new(false));
+            let d2 = done.clone();
+            let waiter = glommio::spawn_local(async move {
+                let out = r2.durable().await;
+                d2.set(true);
+                out
+            });
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            assert!(!done.get(), "not before the round");
+            let covered = r.round_start();
+            r.round_done(covered, None);
+            assert_eq!(waiter.await, Ok(()));
+            q.push(&msg(2));
+            let r3 = r.clone();
+            let failing = glommio::spawn_local(async move { r3.durable().await });
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            r.round_done(r.round_start(), Some("disk full".into()));
+            assert_eq!(failing.await, Err("disk full".into()));
+            assert_eq!(
+                r.durable().await,
+                Err("disk full".into()),
+                "nothing new: same round"
+            );
+        });
     }
 
     #[test]

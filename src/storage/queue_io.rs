@@ -26,6 +26,8 @@ pub struct QueueConfig {
     pub max_msg_size: usize,
     /// Sync after this many reads + writes.
     pub sync_every: u64,
+    /// `--durable-ack`: fsync what each round wrote before the round completes.
+    pub durable: bool,
 }
 
 type IoResult<T> = Result<T, String>;
@@ -188,7 +190,16 @@ impl QueueIo {
     /// when `--sync-every` is reached or `force_sync`. Returns whether records were read.
     pub async fn step(&mut self, force_sync: bool) -> IoResult<bool> {
         self.apply_consumed().await;
+        let wrote = self.backlog.pending_count() > 0;
         let mut rolled = self.flush_writes().await?;
+        if wrote
+            && self.cfg.durable
+            && let Some(f) = &self.write_file
+        {
+            f.fdatasync()
+                .await
+                .map_err(|e| io_err("cannot sync", &self.segment(self.write.file_num), e))?;
+        }
         let read_any = self.refill(&mut rolled).await;
         if rolled || (self.dirty && (force_sync || self.since_sync >= self.cfg.sync_every)) {
             self.sync().await?;
@@ -487,6 +498,7 @@ mod tests {
             max_bytes_per_file: max_bytes,
             max_msg_size: 1024,
             sync_every: 2500,
+            durable: false,
         })
     }
 

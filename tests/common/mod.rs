@@ -125,6 +125,14 @@ impl Broker {
         Client::connect(self.tcp)
     }
 
+    /// SIGKILL (a crash): nothing is flushed. Waits for the exit.
+    pub fn kill9(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
