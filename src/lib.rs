@@ -24,5 +24,7 @@ pub mod settings;
 pub mod shard;
 /// On-disk formats (go-diskqueue, nsqd.dat), the data-path lock, and disk queue IO.
 pub mod storage;
+/// TLS configuration from the --tls-* flags.
+pub mod tls;
 /// Single-waiter wake-ups between tasks on one core.
 pub mod wakeup;

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use nsqd_uring::logging;
-use nsqd_uring::options::{self, Options, Parsed};
+use nsqd_uring::options::{self, Options, Parsed, TlsRequired};
 use nsqd_uring::protocol::codec::Limits;
 use nsqd_uring::runtime::{self, RuntimeConfig};
-use nsqd_uring::settings::{DiskSettings, Settings};
+use nsqd_uring::settings::{DiskSettings, FeatureSettings, Settings};
 
 fn main() -> ExitCode {
     let opts = match options::parse_args(std::env::args_os()) {
@@ -38,10 +38,18 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(1);
     }
+    let mut settings = settings_from(&opts);
+    settings.features = match features_from(&opts) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("nsqd: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let config = RuntimeConfig {
         cores: opts.cores,
         tcp_address: opts.tcp_address.clone(),
-        settings: settings_from(&opts),
+        settings,
     };
     match runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,6 +58,21 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// TLS and compression as IDENTIFY may negotiate them.
+fn features_from(o: &Options) -> Result<FeatureSettings, String> {
+    let tls = nsqd_uring::tls::server_config(o)?;
+    let tls_required = o.tls_required != TlsRequired::None;
+    if tls_required && tls.is_none() {
+        return Err("cannot require TLS client connections without TLS key and cert".into());
+    }
+    Ok(FeatureSettings {
+        tls,
+        tls_required,
+        snappy: o.snappy,
+        deflate: o.deflate,
+    })
 }
 
 /// Resolves the options every core reads into [`Settings`].

@@ -31,6 +31,22 @@ pub struct Settings {
     pub queue_scan_interval: Duration,
     /// Disk queues and nsqd.dat; `None` keeps everything in memory (unit tests, benches).
     pub disk: Option<DiskSettings>,
+    /// Negotiable connection features (TLS, compression) and the TLS policy.
+    pub features: FeatureSettings,
+}
+
+/// What IDENTIFY may negotiate, from `--tls-*`, `--snappy`, `--deflate`.
+#[derive(Debug, Clone, Default)]
+pub struct FeatureSettings {
+    /// The server TLS configuration when `--tls-cert`/`--tls-key` are set.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// `--tls-required` is `true` or `tcp-https`: TCP clients must upgrade before any command
+    /// but IDENTIFY.
+    pub tls_required: bool,
+    /// `--snappy`.
+    pub snappy: bool,
+    /// `--deflate`.
+    pub deflate: bool,
 }
 
 /// Where and how disk queues are written (`--data-path` and friends).
@@ -75,6 +91,12 @@ impl Default for Settings {
             node_id: 0,
             queue_scan_interval: Duration::from_millis(100),
             disk: None,
+            features: FeatureSettings {
+                tls: None,
+                tls_required: false,
+                snappy: true,
+                deflate: true,
+            },
         }
     }
 }

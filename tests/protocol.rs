@@ -44,16 +44,16 @@ on_both_core_counts!(identify_negotiation_reply_is_nsqds, |b: Broker| {
     assert_eq!(plain.identify(r#"{"client_id":"y"}"#), b"OK");
     let mut custom = b.client();
     let reply = custom.identify(
-        r#"{"feature_negotiation":true,"msg_timeout":5000,"output_buffer_size":-1,"sample_rate":50,"tls_v1":true,"snappy":true,"deflate":true}"#,
+        r#"{"feature_negotiation":true,"msg_timeout":5000,"output_buffer_size":-1,"sample_rate":50,"tls_v1":true}"#,
     );
     let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
     assert_eq!(v["msg_timeout"], 5000);
     assert_eq!(v["output_buffer_size"], 1);
     assert_eq!(v["output_buffer_timeout"], 0);
     assert_eq!(v["sample_rate"], 50);
-    assert_eq!(v["tls_v1"], false);
-    assert_eq!(v["snappy"], false);
-    assert_eq!(v["deflate"], false);
+    assert_eq!(v["tls_v1"], false, "no certificate configured");
+    assert_eq!(v["snappy"], false, "not requested");
+    assert_eq!(v["deflate"], false, "not requested");
 });
 
 on_both_core_counts!(publish_subscribe_finish, |b: Broker| {

@@ -9,12 +9,6 @@ use super::values::TlsRequired;
 /// Flags whose features nsqd-uring has not built yet: setting any of them to
 /// a non-default value is refused at startup. Remove a name once it works.
 pub const UNBUILT_FLAGS: &[&str] = &[
-    "tls-cert",
-    "tls-key",
-    "tls-root-ca-file",
-    "tls-client-auth-policy",
-    "tls-required",
-    "tls-min-version",
     "https-address",
     "http-address",
     "broadcast-address",
@@ -29,9 +23,6 @@ pub const UNBUILT_FLAGS: &[&str] = &[
     "statsd-exclude-ephemeral",
     "e2e-processing-latency-percentile",
     "e2e-processing-latency-window-time",
-    "deflate",
-    "snappy",
-    "max-deflate-level",
     "enable-experiment",
     "topology-region",
     "topology-zone",

@@ -57,6 +57,8 @@ pub struct DecodeContext {
     pub heartbeats_disabled: bool,
     /// Size limits.
     pub limits: Limits,
+    /// `--tls-required` and this connection has not upgraded: only IDENTIFY is allowed.
+    pub tls_required: bool,
 }
 
 /// A 16-byte message ID as the client sent it (FIN/REQ/TOUCH accept any 16 bytes).
@@ -143,6 +145,13 @@ pub fn decode(buf: &mut BytesMut, ctx: &DecodeContext, eof: bool) -> DecodeResul
     let head = nl + 1;
     let line = &buf[..line_end];
     let params: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    if ctx.tls_required && params[0] != b"IDENTIFY" {
+        return Err(ProtocolError::invalid(format!(
+            "cannot {} in current state (TLS required)",
+            String::from_utf8_lossy(params[0])
+        ))
+        .into());
+    }
     let mut reader = BodyReader {
         buf: &buf[head..],
         pos: 0,
@@ -582,6 +591,7 @@ mod tests {
             state,
             heartbeats_disabled: false,
             limits: Limits::default(),
+            tls_required: false,
         }
     }
 
@@ -926,6 +936,24 @@ mod tests {
             err_text(decode_all(b"IDENTIFY\n", ClientState::Subscribed)),
             "E_INVALID cannot IDENTIFY in current state"
         );
+    }
+
+    #[test]
+    fn tls_required_allows_only_identify() {
+        let mut c = ctx(ClientState::Init);
+        c.tls_required = true;
+        let mut b = BytesMut::from(&b"PUB t\n"[..]);
+        assert_eq!(
+            err_text(decode(&mut b, &c, false)),
+            "E_INVALID cannot PUB in current state (TLS required)"
+        );
+        let mut b = BytesMut::from(&b"FOO\n"[..]);
+        assert_eq!(
+            err_text(decode(&mut b, &c, false)),
+            "E_INVALID cannot FOO in current state (TLS required)"
+        );
+        let mut b = BytesMut::from(&b"IDENTIFY\n\x00\x00\x00\x02{}"[..]);
+        assert!(decode(&mut b, &c, false).unwrap().is_some());
     }
 
     #[test]

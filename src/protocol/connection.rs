@@ -15,6 +15,7 @@ use super::codec::{self, ClientState, Command, DecodeContext, DecodeError};
 use super::errors::*;
 use super::frame;
 use super::identify::{self, ClientSettings, Features};
+use super::transport::{Compression, Inbound, TransportError};
 use crate::broker::channel::{ConsumerId, ConsumerInfo};
 use crate::mesh::{ChannelOp, PublishCmd};
 use crate::settings::NSQD_VERSION;
@@ -81,6 +82,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
         user_agent: String::new(),
         subscription: None,
         unsettled_ops: false,
+        inbound: Inbound::default(),
+        raw: BytesMut::new(),
     };
     conn.read_loop(&mut stream, &mut buf).await;
     if let Some(owner) = conn.subscription.as_ref().map(|s| s.owner) {
@@ -103,25 +106,48 @@ fn dup_stream(stream: &TcpStream) -> nix::Result<TcpStream> {
 /// Drains the connection's output to the socket until the connection closes.
 async fn write_loop(client: Rc<ClientHandle>, mut stream: TcpStream) {
     let mut spare = BytesMut::new();
+    let mut wire = Vec::new();
     loop {
         client
             .writer_wakeup
-            .until(|| client.pending_output() > 0 || client.is_closing())
+            .until(|| {
+                client.pending_output() > 0
+                    || client.is_closing()
+                    || client.transport.tls_wants_write()
+            })
             .await;
         client.take_output(&mut spare);
-        if !spare.is_empty() {
+        let data: &[u8] = if client.transport.is_plain() {
+            &spare
+        } else {
+            wire.clear();
+            if let Err(e) = client.transport.encode(&spare, &mut wire) {
+                tracing::error!("client({}) cannot encode output: {e}", client.remote);
+                client.close();
+                break;
+            }
+            &wire
+        };
+        if !data.is_empty() {
             let _ = stream.set_write_timeout(client.heartbeat());
-            if let Err(e) = stream.write_all(&spare).await {
+            client.set_writing(true);
+            let written = stream.write_all(data).await;
+            client.set_writing(false);
+            if let Err(e) = written {
                 tracing::info!("client({}) write failed: {e}", client.remote);
                 client.close();
                 break;
             }
-            spare.clear();
-            if spare.capacity() > READ_CHUNK * 4 {
-                spare = BytesMut::new();
-            }
-            client.reader_wakeup.wake();
         }
+        // Whatever was taken has been written or handed to TLS: never take it twice.
+        spare.clear();
+        if spare.capacity() > READ_CHUNK * 4 {
+            spare = BytesMut::new();
+        }
+        if wire.capacity() > READ_CHUNK * 4 {
+            wire = Vec::new();
+        }
+        client.reader_wakeup.wake();
         if client.is_closing() && client.pending_output() == 0 {
             break;
         }
@@ -236,6 +262,10 @@ struct Connection {
     subscription: Option<Subscription>,
     /// FIN/REQ/TOUCH sent to another core whose possible error frames are not yet known.
     unsettled_ops: bool,
+    /// Inbound TLS/decompression state (plain until IDENTIFY negotiates otherwise).
+    inbound: Inbound,
+    /// Raw socket bytes when a layer sits between the socket and the decoder.
+    raw: BytesMut,
 }
 
 /// Whether to keep reading after a command.
@@ -250,6 +280,8 @@ impl Connection {
             state: self.state,
             heartbeats_disabled: self.settings.heartbeat_interval.is_none(),
             limits: self.shard.settings.limits,
+            tls_required: self.shard.settings.features.tls_required
+                && !self.client.transport.has_tls(),
         }
     }
 
@@ -277,7 +309,7 @@ impl Connection {
                                 held = next;
                                 flow
                             }
-                            Err(cmd) => self.handle(cmd, stream).await,
+                            Err(cmd) => self.handle(cmd, stream, buf).await,
                         };
                         if let Flow::Close = flow {
                             return;
@@ -308,7 +340,7 @@ impl Connection {
                     .until(|| c.pending_output() <= OUTPUT_HIGH_WATER || c.is_closing())
                     .await;
             }
-            match read_some(stream, buf).await {
+            match self.fill(stream, buf).await {
                 Ok(0) => eof = true,
                 Ok(_) => {}
                 Err(e) => {
@@ -317,6 +349,42 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Gets more plaintext into `buf`: from compressed input already received, else from the
+    /// socket (through TLS/decompression when negotiated). `Ok(0)` means the peer closed.
+    async fn fill(&mut self, stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+        let layer_err =
+            |e: TransportError| std::io::Error::new(std::io::ErrorKind::InvalidData, e.0);
+        if self.inbound.has_pending() {
+            let before = buf.len();
+            self.inbound.step(buf).map_err(layer_err)?;
+            if buf.len() > before {
+                return Ok(buf.len() - before);
+            }
+        }
+        if !self.client.transport.has_tls() && !self.inbound.is_active() {
+            return read_some(stream, buf).await;
+        }
+        self.raw.clear();
+        let n = read_some(stream, &mut self.raw).await?;
+        if n > 0 {
+            self.inbound
+                .feed(&self.client.transport, &self.raw, buf)
+                .map_err(layer_err)?;
+            if self.client.transport.tls_wants_write() {
+                self.client.writer_wakeup.wake();
+            }
+        }
+        Ok(n)
+    }
+
+    /// Waits until everything answered so far has been written (before switching layers).
+    async fn drained(&self) {
+        let c = &self.client;
+        c.reader_wakeup
+            .until(|| c.is_drained() || c.is_closing())
+            .await;
     }
 
     fn consumer_info(&self) -> ConsumerInfo {
@@ -341,10 +409,10 @@ impl Connection {
         Flow::Close
     }
 
-    async fn handle(&mut self, cmd: Command, stream: &TcpStream) -> Flow {
+    async fn handle(&mut self, cmd: Command, stream: &TcpStream, buf: &mut BytesMut) -> Flow {
         match cmd {
             Command::Nop => Flow::Continue,
-            Command::Identify(body) => self.identify(&body, stream),
+            Command::Identify(body) => self.identify(&body, stream, buf).await,
             Command::Auth(_) => self.fatal(ProtocolError::fatal(E_AUTH_DISABLED, "AUTH disabled")),
             Command::Sub { topic, channel } => {
                 let info = self.consumer_info();
@@ -468,7 +536,7 @@ impl Connection {
         }
     }
 
-    fn identify(&mut self, body: &[u8], stream: &TcpStream) -> Flow {
+    async fn identify(&mut self, body: &[u8], stream: &TcpStream, buf: &mut BytesMut) -> Flow {
         let req = match identify::parse_identify(body) {
             Ok(r) => r,
             Err(e) => return self.fatal(e),
@@ -476,7 +544,8 @@ impl Connection {
         self.client_id = req.client_id.clone();
         self.hostname = req.hostname.clone();
         self.user_agent = req.user_agent.clone();
-        let lim = &self.shard.settings.server_limits;
+        let settings = self.shard.settings.clone();
+        let lim = &settings.server_limits;
         let applied = self.settings.apply(&req, lim);
         self.client.set_heartbeat(self.settings.heartbeat_interval);
         let _ = stream.set_read_timeout(self.settings.heartbeat_interval.map(|h| h * 2));
@@ -487,20 +556,65 @@ impl Connection {
             self.client.push_response(frame::OK);
             return Flow::Continue;
         }
-        match identify::negotiate(
-            &req,
-            &self.settings,
-            lim,
-            Features::default(),
-            false,
-            NSQD_VERSION,
-        ) {
-            Ok(n) => {
-                self.client.push_response(n.json.as_bytes());
-                Flow::Continue
+        let f = &settings.features;
+        let features = Features {
+            tls: f.tls.is_some(),
+            snappy: f.snappy,
+            deflate: f.deflate,
+        };
+        let n = match identify::negotiate(&req, &self.settings, lim, features, false, NSQD_VERSION)
+        {
+            Ok(n) => n,
+            Err(e) => return self.fatal(e),
+        };
+        self.client.push_response(n.json.as_bytes());
+        if n.tls_v1 {
+            let Some(config) = f.tls.clone() else {
+                return Flow::Continue;
+            };
+            // The JSON goes out in plain text; everything after it is TLS.
+            self.drained().await;
+            match rustls::ServerConnection::new(config) {
+                Ok(tls) => self.client.transport.start_tls(tls),
+                Err(e) => {
+                    let err =
+                        ProtocolError::fatal(E_IDENTIFY_FAILED, format!("IDENTIFY failed {e}"));
+                    return self.fatal(err);
+                }
             }
-            Err(e) => self.fatal(e),
+            // Bytes already read past IDENTIFY are the start of the TLS handshake.
+            let early = buf.split();
+            if let Err(e) = self.inbound.feed(&self.client.transport, &early, buf) {
+                tracing::error!(
+                    "client({}) TLS handshake failed: {}",
+                    self.client.remote,
+                    e.0
+                );
+                return Flow::Close;
+            }
+            self.client.writer_wakeup.wake();
+            self.client.push_response(frame::OK);
         }
+        let compression = if n.snappy {
+            Some(Compression::Snappy)
+        } else if n.deflate {
+            Some(Compression::Deflate(n.deflate_level.clamp(1, 9) as u32))
+        } else {
+            None
+        };
+        if let Some(kind) = compression {
+            // The previous answer leaves uncompressed; the next `OK` is the first compressed frame.
+            self.drained().await;
+            self.client.transport.start_compression(kind);
+            let early = buf.split();
+            self.inbound.start_decompression(kind);
+            if let Err(e) = self.inbound.push_decrypted(&early, buf) {
+                tracing::error!("client({}) {}", self.client.remote, e.0);
+                return Flow::Close;
+            }
+            self.client.push_response(frame::OK);
+        }
+        Flow::Continue
     }
 }
 

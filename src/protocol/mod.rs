@@ -6,3 +6,4 @@ pub mod errors;
 pub mod frame;
 pub mod identify;
 pub mod names;
+pub mod transport;

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use crate::broker::message::Message;
 use crate::protocol::errors::ProtocolError;
 use crate::protocol::frame;
+use crate::protocol::transport::Transport;
 use crate::wakeup::Wakeup;
 
 /// Output above this many bytes pauses reading commands until the writer catches up.
@@ -35,6 +36,9 @@ pub struct ClientHandle {
     closing: Cell<bool>,
     heartbeat: Cell<Option<Duration>>,
     next_heartbeat: Cell<Instant>,
+    /// TLS and compression negotiated by IDENTIFY (plain until then).
+    pub transport: Transport,
+    writing: Cell<bool>,
 }
 
 impl ClientHandle {
@@ -51,6 +55,8 @@ impl ClientHandle {
             closing: Cell::new(false),
             heartbeat: Cell::new(heartbeat),
             next_heartbeat: Cell::new(now + heartbeat.unwrap_or_default()),
+            transport: Transport::default(),
+            writing: Cell::new(false),
         }
     }
 
@@ -110,6 +116,17 @@ impl ClientHandle {
     /// Swaps the pending output into `spare` (which must be empty) for the writer.
     pub fn take_output(&self, spare: &mut BytesMut) {
         std::mem::swap(&mut *self.out.borrow_mut(), spare);
+    }
+
+    /// Marks a socket write in progress (so an upgrade waits for it to finish).
+    pub fn set_writing(&self, writing: bool) {
+        self.writing.set(writing);
+    }
+
+    /// Whether everything pushed so far has left for the socket (buffer empty, no write in
+    /// progress): the point where IDENTIFY may switch TLS or compression on.
+    pub fn is_drained(&self) -> bool {
+        self.out.borrow().is_empty() && !self.writing.get()
     }
 
     /// The heartbeat interval (also the write deadline), `None` when disabled.

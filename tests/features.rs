@@ -1,0 +1,379 @@
+//! IDENTIFY feature negotiation over real sockets: TLS (with client-certificate policies and
+//! `--tls-required`), snappy and deflate, alone and layered over TLS, in nsqd's upgrade order
+//! (JSON reply in plain text, then the handshake, then `OK` through the new layers).
+
+mod common;
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use common::{Broker, READ_TIMEOUT, mpub_body, unique};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// Anything a layer can sit on.
+trait Duplex: Read + Write {}
+impl<T: Read + Write> Duplex for T {}
+
+/// One stream shared by a layer's reading and writing halves.
+#[derive(Clone)]
+struct Shared(Rc<RefCell<Box<dyn Duplex>>>);
+
+impl Read for Shared {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(b)
+    }
+}
+
+impl Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
+}
+
+/// A V2 client whose stream can be upgraded in place.
+struct FeatureClient {
+    reader: Box<dyn Read>,
+    writer: Box<dyn Write>,
+    base: Shared,
+}
+
+struct TlsMaterial {
+    dir: PathBuf,
+    ca: CertificateDer<'static>,
+    client_cert: Vec<CertificateDer<'static>>,
+    client_key: PrivateKeyDer<'static>,
+}
+
+impl TlsMaterial {
+    /// A CA, a server certificate for 127.0.0.1 signed by it, and a client certificate.
+    fn new() -> TlsMaterial {
+        let dir = std::env::temp_dir().join(unique("nsqd-tls-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(vec![]).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server_params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let server = server_params.signed_by(&server_key, &ca, &ca_key).unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let client_params = rcgen::CertificateParams::new(vec!["client".into()]).unwrap();
+        let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), server.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), server_key.serialize_pem()).unwrap();
+        TlsMaterial {
+            dir,
+            ca: ca.der().clone(),
+            client_cert: vec![client.der().clone()],
+            client_key: PrivateKeyDer::try_from(client_key.serialize_der()).unwrap(),
+        }
+    }
+
+    fn flags(&self) -> Vec<String> {
+        vec![
+            format!("--tls-cert={}", self.path("cert.pem").display()),
+            format!("--tls-key={}", self.path("key.pem").display()),
+            format!("--tls-root-ca-file={}", self.path("ca.pem").display()),
+        ]
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn client_config(&self, with_cert: bool) -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).unwrap();
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = if with_cert {
+            b.with_client_auth_cert(self.client_cert.clone(), self.client_key.clone_key())
+                .unwrap()
+        } else {
+            b.with_no_client_auth()
+        };
+        Arc::new(config)
+    }
+}
+
+impl Drop for TlsMaterial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(extra: &[String]) -> Broker {
+    let mut args: Vec<&str> = vec!["--cores=2"];
+    args.extend(extra.iter().map(|s| s.as_str()));
+    Broker::start(&args)
+}
+
+impl FeatureClient {
+    fn connect(b: &Broker) -> FeatureClient {
+        let tcp = TcpStream::connect(b.tcp).unwrap();
+        tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let base = Shared(Rc::new(RefCell::new(Box::new(tcp))));
+        let mut c = FeatureClient {
+            reader: Box::new(base.clone()),
+            writer: Box::new(base.clone()),
+            base,
+        };
+        c.send(b"  V2");
+        c
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    fn command(&mut self, line: &str, body: Option<&[u8]>) {
+        let mut b = format!("{line}\n").into_bytes();
+        if let Some(body) = body {
+            b.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            b.extend_from_slice(body);
+        }
+        self.send(&b);
+    }
+
+    /// Reads one frame that is not a heartbeat: (type, data).
+    fn frame(&mut self) -> (u32, Vec<u8>) {
+        loop {
+            let mut head = [0u8; 8];
+            self.reader.read_exact(&mut head).unwrap();
+            let size = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+            let ty = u32::from_be_bytes(head[4..].try_into().unwrap());
+            let mut data = vec![0u8; size - 4];
+            self.reader.read_exact(&mut data).unwrap();
+            if !(ty == 0 && data == b"_heartbeat_") {
+                return (ty, data);
+            }
+        }
+    }
+
+    fn expect_ok(&mut self) {
+        let (ty, data) = self.frame();
+        assert_eq!(
+            (ty, String::from_utf8_lossy(&data).into_owned()),
+            (0, "OK".into())
+        );
+    }
+
+    fn identify(&mut self, json: &str) -> serde_json::Value {
+        self.command("IDENTIFY", Some(json.as_bytes()));
+        let (ty, data) = self.frame();
+        assert_eq!(ty, 0, "{}", String::from_utf8_lossy(&data));
+        serde_json::from_slice(&data).unwrap()
+    }
+
+    /// Continues on the same socket through TLS.
+    fn upgrade_tls(&mut self, config: Arc<rustls::ClientConfig>) {
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let inner = self.base.clone();
+        let tls: Box<dyn Duplex> = Box::new(rustls::StreamOwned::new(conn, inner));
+        self.base = Shared(Rc::new(RefCell::new(tls)));
+        self.reader = Box::new(self.base.clone());
+        self.writer = Box::new(self.base.clone());
+    }
+
+    fn upgrade_snappy(&mut self) {
+        self.reader = Box::new(snap::read::FrameDecoder::new(self.base.clone()));
+        self.writer = Box::new(snap::write::FrameEncoder::new(self.base.clone()));
+    }
+
+    fn upgrade_deflate(&mut self) {
+        // Buffered: flate2's reader asks the socket for more input before handing out output it
+        // already holds, so small reads straight from it could wait forever.
+        let inflate = flate2::read::DeflateDecoder::new(self.base.clone());
+        self.reader = Box::new(std::io::BufReader::with_capacity(64 * 1024, inflate));
+        self.writer = Box::new(flate2::write::DeflateEncoder::new(
+            self.base.clone(),
+            flate2::Compression::new(3),
+        ));
+    }
+
+    /// PUB, SUB, RDY and FIN of `n` messages on this (upgraded) connection.
+    fn round_trip(&mut self, n: usize) {
+        let topic = unique("feat");
+        let bodies: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("message {i} {}", "x".repeat(i % 300)).into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+        for chunk in refs.chunks(100) {
+            self.command(&format!("MPUB {topic}"), Some(&mpub_body(chunk)));
+            self.expect_ok();
+        }
+        self.command(&format!("SUB {topic} c"), None);
+        self.expect_ok();
+        self.command("RDY 200", None);
+        let mut got = Vec::new();
+        while got.len() < n {
+            let (ty, data) = self.frame();
+            assert_eq!(ty, 2, "{}", String::from_utf8_lossy(&data));
+            let id = String::from_utf8(data[10..26].to_vec()).unwrap();
+            got.push(data[26..].to_vec());
+            self.command(&format!("FIN {id}"), None);
+        }
+        assert_eq!(got, bodies);
+    }
+}
+
+#[test]
+fn tls_upgrade_in_nsqd_order_then_pubsub() {
+    let tls = TlsMaterial::new();
+    let b = start(&tls.flags());
+    let mut c = FeatureClient::connect(&b);
+    let reply = c.identify(r#"{"feature_negotiation":true,"tls_v1":true}"#);
+    assert_eq!(reply["tls_v1"], true);
+    c.upgrade_tls(tls.client_config(false));
+    c.expect_ok();
+    c.round_trip(500);
+}
+
+#[test]
+fn tls_not_requested_stays_plain() {
+    let tls = TlsMaterial::new();
+    let b = start(&tls.flags());
+    let mut c = FeatureClient::connect(&b);
+    let reply = c.identify(r#"{"feature_negotiation":true}"#);
+    assert_eq!(reply["tls_v1"], false);
+    c.round_trip(10);
+}
+
+#[test]
+fn tls_required_refuses_commands_before_upgrade() {
+    let tls = TlsMaterial::new();
+    let mut flags = tls.flags();
+    flags.push("--tls-required=true".into());
+    let b = start(&flags);
+    let mut plain = b.client();
+    plain.with_body("PUB t", b"x");
+    plain.expect_error("E_INVALID cannot PUB in current state (TLS required)");
+    plain.expect_closed();
+    let mut c = FeatureClient::connect(&b);
+    c.identify(r#"{"feature_negotiation":true,"tls_v1":true}"#);
+    c.upgrade_tls(tls.client_config(false));
+    c.expect_ok();
+    c.round_trip(20);
+}
+
+#[test]
+fn client_certificate_policies() {
+    let tls = TlsMaterial::new();
+    for policy in ["require", "require-verify"] {
+        let mut flags = tls.flags();
+        flags.push(format!("--tls-client-auth-policy={policy}"));
+        let b = start(&flags);
+        // Without a client certificate the handshake fails.
+        let mut anon = FeatureClient::connect(&b);
+        anon.identify(r#"{"feature_negotiation":true,"tls_v1":true}"#);
+        anon.upgrade_tls(tls.client_config(false));
+        let mut head = [0u8; 8];
+        let refused = match anon.reader.read_exact(&mut head) {
+            Err(_) => true,
+            // TLS 1.3 may finish the client side first; then the first read fails.
+            Ok(()) => false,
+        };
+        assert!(
+            refused,
+            "{policy}: handshake without a client certificate succeeded"
+        );
+        // With one, it works.
+        let mut c = FeatureClient::connect(&b);
+        c.identify(r#"{"feature_negotiation":true,"tls_v1":true}"#);
+        c.upgrade_tls(tls.client_config(true));
+        c.expect_ok();
+        c.round_trip(10);
+    }
+}
+
+#[test]
+fn snappy_upgrade_then_pubsub() {
+    let b = start(&[]);
+    let mut c = FeatureClient::connect(&b);
+    let reply = c.identify(r#"{"feature_negotiation":true,"snappy":true}"#);
+    assert_eq!(
+        (reply["snappy"].clone(), reply["deflate"].clone()),
+        (true.into(), false.into())
+    );
+    c.upgrade_snappy();
+    c.expect_ok();
+    c.round_trip(2000);
+}
+
+#[test]
+fn deflate_upgrade_then_pubsub() {
+    let b = start(&["--max-deflate-level=4".to_string()]);
+    let mut c = FeatureClient::connect(&b);
+    let reply = c.identify(r#"{"feature_negotiation":true,"deflate":true,"deflate_level":9}"#);
+    assert_eq!(reply["deflate"], true);
+    assert_eq!(reply["deflate_level"], 4, "capped at --max-deflate-level");
+    c.upgrade_deflate();
+    c.expect_ok();
+    c.round_trip(2000);
+}
+
+#[test]
+fn snappy_over_tls() {
+    let tls = TlsMaterial::new();
+    let b = start(&tls.flags());
+    let mut c = FeatureClient::connect(&b);
+    let reply = c.identify(r#"{"feature_negotiation":true,"tls_v1":true,"snappy":true}"#);
+    assert_eq!(
+        (reply["tls_v1"].clone(), reply["snappy"].clone()),
+        (true.into(), true.into())
+    );
+    c.upgrade_tls(tls.client_config(false));
+    c.expect_ok();
+    c.upgrade_snappy();
+    c.expect_ok();
+    c.round_trip(500);
+}
+
+#[test]
+fn both_compressions_and_disabled_features() {
+    let b = start(&[]);
+    let mut c = b.client();
+    c.with_body(
+        "IDENTIFY",
+        br#"{"feature_negotiation":true,"snappy":true,"deflate":true}"#,
+    );
+    c.expect_error("E_IDENTIFY_FAILED cannot enable both deflate and snappy compression");
+    c.expect_closed();
+    let off = start(&["--snappy=false".to_string(), "--deflate=false".to_string()]);
+    let mut c = FeatureClient::connect(&off);
+    let reply = c.identify(r#"{"feature_negotiation":true,"snappy":true,"tls_v1":true}"#);
+    assert_eq!(
+        (reply["snappy"].clone(), reply["tls_v1"].clone()),
+        (false.into(), false.into())
+    );
+    c.round_trip(5);
+}
+
+#[test]
+fn bad_tls_files_are_refused_at_start() {
+    let dir = std::env::temp_dir().join(unique("nsqd-badtls-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("junk.pem"), "not a certificate").unwrap();
+    let junk = dir.join("junk.pem");
+    let r = Broker::try_start(&[
+        &format!("--tls-cert={}", junk.display()),
+        &format!("--tls-key={}", Path::new("/nonexistent/key.pem").display()),
+    ]);
+    let err = r.err().expect("must not start");
+    assert!(err.contains("--tls-"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
