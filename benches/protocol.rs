@@ -13,6 +13,7 @@ fn ctx(state: ClientState) -> DecodeContext {
         state,
         heartbeats_disabled: false,
         limits: Limits::default(),
+        tls_required: false,
     }
 }
 
