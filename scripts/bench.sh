@@ -103,35 +103,66 @@ client_cpus() {
     if [ "$1" -lt "$NCPU" ]; then seq -s, "$1" $((NCPU - 1)) | cut -d, -f1-"$1"; else broker_cpus "$1"; fi
 }
 
+# launch DIR BIN ARGS...: starts a pinned broker in DIR (its working directory, which is also
+# the data directory of a broker that only accepts the default data path) and waits for its
+# listening line. Returns 1 if it exited first.
+launch() {
+    local dir="$1" cpus="$2" bin="$3"
+    shift 3
+    : >"$dir/log"
+    (cd "$dir" && exec taskset -c "$cpus" "$bin" "$@") >/dev/null 2>"$dir/log" &
+    BROKER_PID=$!
+    for _ in $(seq 200); do
+        BROKER_ADDR="$(grep -o 'TCP: listening on 127\.0\.0\.1:[0-9]*' "$dir/log" | head -1 | sed 's/.* on //')" || true
+        if [ -n "$BROKER_ADDR" ] && { [ "$bin" != "$OURS_BIN" ] || grep -q 'serving on' "$dir/log"; }; then
+            return 0
+        fi
+        kill -0 "$BROKER_PID" 2>/dev/null || { wait "$BROKER_PID" 2>/dev/null || true; BROKER_PID=""; return 1; }
+        sleep 0.1
+    done
+    return 1
+}
+
 # start_broker LABEL CORES [extra broker flags...]: sets BROKER_PID and BROKER_ADDR.
 start_broker() {
     local label="$1" cores="$2"
     shift 2
-    local dir bin
+    local dir cpus
     dir="$(mktemp -d "$TMP/$label.XXXX")"
-    local args=(--tcp-address=127.0.0.1:0 "$@")
+    cpus="$(broker_cpus "$cores")"
     if [ "$label" = nsqd-uring ]; then
-        bin="$OURS_BIN"
-        args+=(--cores="$cores")
+        # --data-path and a free --http-address where the broker accepts them; a build that
+        # refuses one names it, and runs without it (the working directory is the data path).
+        local optional=(--data-path="$dir" --http-address=127.0.0.1:0) kept=() opt
+        launch "$dir" "$cpus" "$OURS_BIN" --tcp-address=127.0.0.1:0 --cores="$cores" \
+            "${optional[@]}" "$@" && return 0
+        for opt in "${optional[@]}"; do
+            grep -q -- "${opt%%=*}" "$dir/log" || kept+=("$opt")
+        done
+        launch "$dir" "$cpus" "$OURS_BIN" --tcp-address=127.0.0.1:0 --cores="$cores" \
+            ${kept[@]+"${kept[@]}"} "$@" && return 0
     else
-        bin="$OTHER_BIN"
-        args+=(--http-address=127.0.0.1:0 --data-path="$dir")
+        launch "$dir" "$cpus" "$OTHER_BIN" --tcp-address=127.0.0.1:0 \
+            --http-address=127.0.0.1:0 --data-path="$dir" "$@" && return 0
     fi
-    # A temporary working directory doubles as the data directory of a broker that only
-    # accepts the default data path.
-    (cd "$dir" && exec taskset -c "$(broker_cpus "$cores")" "$bin" "${args[@]}") \
-        >/dev/null 2>"$dir/log" &
-    BROKER_PID=$!
-    for _ in $(seq 200); do
-        BROKER_ADDR="$(grep -o 'TCP: listening on 127\.0\.0\.1:[0-9]*' "$dir/log" | head -1 | sed 's/.* on //')" || true
-        if [ -n "$BROKER_ADDR" ] && { [ "$label" != nsqd-uring ] || grep -q 'serving on' "$dir/log"; }; then
-            return 0
-        fi
-        kill -0 "$BROKER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
     say "bench.sh: $label did not start; its log:"
     cat "$dir/log" >&2
+    stop_broker
+    exit 1
+}
+
+# start_raw_server CORES [raw-server flags...]: the raw baseline's server, pinned and measured
+# exactly like a broker (its own process, the broker's CPUs).
+start_raw_server() {
+    local cores="$1"
+    shift
+    local dir
+    dir="$(mktemp -d "$TMP/raw.XXXX")"
+    launch "$dir" "$(broker_cpus "$cores")" "$BENCH" raw-server --nsqd-tcp-address 127.0.0.1:0 \
+        --cores "$cores" --cpus "$(broker_cpus "$cores")" --duration 3600s "$@" && return 0
+    say "bench.sh: raw-server did not start; its log:"
+    cat "$dir/log" >&2
+    stop_broker
     exit 1
 }
 
@@ -141,14 +172,8 @@ bench() {
     local label="$1" cores="$2" tag="$3" mode="$4"
     shift 4
     RUN=$((RUN + 1))
-    local target=()
-    if [ "$mode" != raw ]; then
-        target=(--nsqd-tcp-address "$BROKER_ADDR" --broker-pid "$BROKER_PID")
-    else
-        target=(--server-cpus "$(broker_cpus "$cores")")
-    fi
     local line
-    if ! line="$("$BENCH" "$mode" "${target[@]}" --cores "$cores" --cpus "$(client_cpus "$cores")" \
+    if ! line="$("$BENCH" "$mode" --nsqd-tcp-address "$BROKER_ADDR" --broker-pid "$BROKER_PID" --cores "$cores" --cpus "$(client_cpus "$cores")" \
         --duration "$DURATION" --warmup "$WARMUP" --label "$label" --tag "$tag" \
         --csv "$CSV" --json --quiet "$@" 2>>"$LOG")"; then
         say "  run $RUN failed: $label $mode $* (see $LOG)"
@@ -196,8 +221,11 @@ for cores in "${CORES[@]}"; do
         for batch in "${BATCHES[@]}"; do
             # Two-core raw runs only for the shape the targets name, to keep the matrix short.
             if [ "$cores" = 2 ] && { [ "$size" != 200 ] || [ "$batch" != 100 ]; }; then continue; fi
-            bench raw "$cores" raw raw --size "$size" --batch "$batch" --raw-reply ack
-            bench raw "$cores" raw raw --size "$size" --batch "$batch" --raw-reply echo
+            for reply in ack echo; do
+                start_raw_server "$cores" --raw-reply "$reply" --batch "$batch"
+                bench raw "$cores" raw raw --size "$size" --batch "$batch" --raw-reply "$reply"
+                stop_broker
+            done
         done
     done
 done

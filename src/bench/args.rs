@@ -42,6 +42,9 @@ pub enum Command {
     Raw(LoadArgs),
     /// Hold --connections idle connections; with --broker-pid, the broker's RSS per connection.
     Idle(LoadArgs),
+    /// Serve the raw baseline on --nsqd-tcp-address (port 0 picks one) in its own process, in
+    /// place of a broker, for --duration or until killed.
+    RawServer(LoadArgs),
     /// Draw SVG charts from a results CSV written by scripts/bench.sh.
     Plot(PlotArgs),
 }
@@ -85,7 +88,8 @@ pub struct LoadArgs {
     /// CPUs to pin the executors to (comma list); default: the first --cores allowed CPUs.
     #[arg(long, value_delimiter = ',')]
     pub cpus: Vec<usize>,
-    /// raw: CPUs for the echo server's executors (default: the same as --cpus).
+    /// raw: run the echo server in this process on these CPUs; without it, raw connects to
+    /// --nsqd-tcp-address where `nsq-bench raw-server` listens.
     #[arg(long, value_delimiter = ',')]
     pub server_cpus: Vec<usize>,
     /// Measured time, e.g. `10s`, `500ms`, `1m`.
@@ -164,6 +168,8 @@ pub enum Mode {
     Raw,
     /// See [`Command::Idle`].
     Idle,
+    /// See [`Command::RawServer`].
+    RawServer,
 }
 
 impl Mode {
@@ -176,6 +182,7 @@ impl Mode {
             Mode::Latency => "latency",
             Mode::Raw => "raw",
             Mode::Idle => "idle",
+            Mode::RawServer => "raw-server",
         }
     }
 }
@@ -299,7 +306,8 @@ mod tests {
             | Command::Pubsub(a)
             | Command::Latency(a)
             | Command::Raw(a)
-            | Command::Idle(a) => a,
+            | Command::Idle(a)
+            | Command::RawServer(a) => a,
             Command::Plot(_) => panic!("plot"),
         }
     }

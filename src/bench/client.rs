@@ -8,10 +8,11 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use bytes::{Buf, BufMut, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use bytes::{BufMut, BytesMut};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
+use super::read_buf::ReadBuf;
 use crate::protocol::frame::{FRAME_TYPE_ERROR, FRAME_TYPE_MESSAGE, FRAME_TYPE_RESPONSE};
 
 /// The protocol magic a V2 client sends first.
@@ -23,8 +24,6 @@ const MESSAGE_HEADER: usize = 26;
 /// The largest frame the generator accepts (nsqd's default max message size plus headers, with
 /// room to spare): anything bigger means the stream is out of step.
 pub const MAX_FRAME: usize = 16 << 20;
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// Appends `PUB <topic>\n<size><body>`.
 pub fn put_pub(out: &mut BytesMut, topic: &str, body: &[u8]) {
@@ -175,7 +174,7 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError>
 pub struct Conn {
     stream: TcpStream,
     /// Bytes read and not yet parsed.
-    pub rbuf: BytesMut,
+    pub rbuf: ReadBuf,
     /// Commands appended and not yet written.
     pub wbuf: BytesMut,
 }
@@ -195,7 +194,7 @@ impl Conn {
         stream.set_nodelay(true)?;
         Ok(Conn {
             stream,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: ReadBuf::new(),
             wbuf: BytesMut::with_capacity(64 * 1024),
         })
     }
@@ -211,7 +210,7 @@ impl Conn {
 
     /// Reads what the socket has onto the read buffer; `Ok(0)` is end of stream.
     pub async fn fill(&mut self) -> std::io::Result<usize> {
-        read_into(&mut self.stream, &mut self.rbuf).await
+        self.rbuf.read_from(&mut self.stream).await
     }
 
     /// Reads until one response or error frame arrives (answering heartbeats), and returns
@@ -267,15 +266,6 @@ impl Conn {
         // the new stream takes sole ownership and closes it on drop.
         Ok(unsafe { TcpStream::from_raw_fd(fd) })
     }
-}
-
-/// Reads what the socket has (up to a chunk) onto the end of `buf`; `Ok(0)` is end of stream.
-pub async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + READ_CHUNK, 0);
-    let result = stream.read(&mut buf[start..]).await;
-    buf.truncate(start + *result.as_ref().unwrap_or(&0));
-    result
 }
 
 /// The error for a connection the broker closed.

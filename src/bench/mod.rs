@@ -4,7 +4,7 @@
 //!
 //! `args` (command line), `client` (the V2 client side), `modes` (one loop per kind of
 //! connection, wired into executors by `modes::start`), `schedule` (open-loop send times),
-//! `run` (executors and the phase clock), `histogram` (latency), `proc_stat` (the broker's CPU
+//! `run` (executors and the phase clock), `progress` (the line each second), `read_buf` (the socket read buffer), `histogram` (latency), `proc_stat` (the broker's CPU
 //! and memory from /proc), `report` (text/JSON/CSV), and `results`, `summary`, `plot` (reading
 //! the CSV back into ratio tables and SVG charts).
 
@@ -14,6 +14,8 @@ pub mod histogram;
 pub mod modes;
 pub mod plot;
 pub mod proc_stat;
+pub mod progress;
+pub mod read_buf;
 pub mod report;
 pub mod results;
 pub mod run;
@@ -37,6 +39,7 @@ pub fn main(cli: Cli) -> Result<(), String> {
         Command::Latency(a) => (Mode::Latency, a),
         Command::Raw(a) => (Mode::Raw, a),
         Command::Idle(a) => (Mode::Idle, a),
+        Command::RawServer(a) => return modes::start::raw_server(a),
     };
     let (shared, measured) = modes::start::run(mode, load)?;
     let report = report::Report::new(&shared, &measured);

@@ -16,6 +16,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::args::{LoadArgs, Mode, RawReply};
 use super::histogram::Latencies;
+use super::progress::Progress;
 
 /// io_uring registered memory per executor: sockets only, so little is needed.
 const IO_MEMORY: usize = 1 << 20;
@@ -130,6 +131,11 @@ impl Shared {
 
     fn set_phase(&self, p: Phase) {
         self.phase.store(p as u8, Ordering::Release);
+    }
+
+    /// Ends the run: every executor stops.
+    pub fn stop(&self) {
+        self.set_phase(Phase::Stop);
     }
 
     /// Whether new messages may be sent.
@@ -348,7 +354,7 @@ fn consumes(shared: &Shared) -> bool {
     match shared.mode {
         Mode::Pubsub | Mode::Latency | Mode::Sub => true,
         Mode::Raw => shared.args.raw_reply == RawReply::Echo,
-        Mode::Pub | Mode::Idle => false,
+        Mode::Pub | Mode::Idle | Mode::RawServer => false,
     }
 }
 
@@ -369,52 +375,6 @@ fn count_reached(shared: &Shared, s1: u64, r1: u64) -> bool {
         Mode::Sub => r >= want,
         _ if counts_sent(shared) => s - s1 >= want,
         _ => r - r1 >= want,
-    }
-}
-
-/// The once-a-second progress line on stderr (long runs only).
-struct Progress {
-    enabled: bool,
-    started: Instant,
-    last: std::cell::Cell<(Instant, u64, u64)>,
-}
-
-impl Progress {
-    fn new(shared: &Shared) -> Progress {
-        let a = &shared.args;
-        let (s, r) = shared.totals();
-        Progress {
-            enabled: !a.quiet && a.warmup + a.duration >= Duration::from_secs(3),
-            started: Instant::now(),
-            last: std::cell::Cell::new((Instant::now(), s, r)),
-        }
-    }
-
-    fn tick(&self, shared: &Shared) {
-        let (at, s0, r0) = self.last.get();
-        if !self.enabled || at.elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        let (s, r) = shared.totals();
-        let secs = at.elapsed().as_secs_f64();
-        let size = shared.args.size as f64;
-        let (sent_rate, recv_rate) = ((s - s0) as f64 / secs, (r - r0) as f64 / secs);
-        let main_rate = if counts_sent(shared) {
-            sent_rate
-        } else {
-            recv_rate
-        };
-        eprintln!(
-            "[{:>5.1}s] {:<7} {:>8} {:>12.0} msg/s {:>9.1} MB/s  (sent {:.0}/s, received {:.0}/s)",
-            self.started.elapsed().as_secs_f64(),
-            shared.mode.name(),
-            format!("{:?}", shared.phase()).to_lowercase(),
-            main_rate,
-            main_rate * size / 1e6,
-            sent_rate,
-            recv_rate,
-        );
-        self.last.set((Instant::now(), s, r));
     }
 }
 

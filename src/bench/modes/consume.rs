@@ -3,8 +3,6 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::Buf;
-
 use super::{is_heartbeat, stamp_of};
 use crate::bench::client::{self, Conn, Frame};
 use crate::bench::histogram::Latencies;

@@ -3,21 +3,26 @@
 //! pubsub, where every byte crosses loopback twice) or answers each batch with a 10-byte frame
 //! (the ceiling for pub, like MPUB and its OK). Whatever a broker reaches is compared with this.
 
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{BufMut, BytesMut};
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::stamp;
 use super::stamp_of;
 use crate::bench::args::RawReply;
-use crate::bench::client::{self, Conn, read_into};
+use crate::bench::client::{self, Conn};
 use crate::bench::histogram::Latencies;
+use crate::bench::read_buf::ReadBuf;
 use crate::bench::run::{POLL, Shared};
 use crate::protocol::frame;
+use crate::wakeup::Wakeup;
 
 /// Raw frames: a 4-byte length, then the body.
 const LEN: usize = 4;
@@ -51,9 +56,10 @@ pub fn complete_frames(buf: &[u8]) -> Option<(usize, usize)> {
     Some((at, n))
 }
 
-/// Binds an echo listener on loopback and serves it until the run stops.
-pub async fn serve(shared: &Shared, bound: std::sync::mpsc::Sender<SocketAddr>) {
-    let listener = match TcpListener::bind("127.0.0.1:0") {
+/// Binds an echo listener at `addr` (shared by every executor through SO_REUSEPORT) and serves
+/// it until the run stops.
+pub async fn serve(shared: &Shared, addr: SocketAddr, bound: std::sync::mpsc::Sender<SocketAddr>) {
+    let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
             shared.error(format!("raw: bind: {e}"));
@@ -87,35 +93,75 @@ pub async fn serve(shared: &Shared, bound: std::sync::mpsc::Sender<SocketAddr>) 
     futures_lite::future::or(accept, stopped).await;
 }
 
-async fn serve_conn(mut stream: TcpStream, reply: RawReply, batch: usize) -> std::io::Result<()> {
-    let mut buf = BytesMut::with_capacity(256 * 1024);
-    let mut out = BytesMut::new();
+/// One echo connection, shaped like a broker connection: a reader task that parses frames and
+/// appends the replies to an output buffer, and a writer task on a second descriptor that drains
+/// it in whatever batches have accumulated. Anything slower would flatter the broker.
+async fn serve_conn(stream: TcpStream, reply: RawReply, batch: usize) -> std::io::Result<()> {
+    let writer_stream = dup(&stream)?;
+    let out = Rc::new(Output::default());
+    let writer = glommio::spawn_local(write_loop(out.clone(), writer_stream));
+    let result = read_loop(stream, &out, reply, batch).await;
+    out.closed.set(true);
+    out.wakeup.wake();
+    writer.await;
+    result
+}
+
+/// The reply bytes a connection's reader leaves for its writer.
+#[derive(Default)]
+struct Output {
+    buf: RefCell<BytesMut>,
+    wakeup: Wakeup,
+    closed: Cell<bool>,
+}
+
+async fn read_loop(
+    mut stream: TcpStream,
+    out: &Output,
+    reply: RawReply,
+    batch: usize,
+) -> std::io::Result<()> {
+    let mut buf = ReadBuf::new();
     let mut frames_since_ack = 0usize;
     loop {
-        if read_into(&mut stream, &mut buf).await? == 0 {
+        if buf.read_from(&mut stream).await? == 0 {
             return Ok(());
         }
         let (len, n) = complete_frames(&buf).ok_or_else(|| client::invalid("raw frame"))?;
         match reply {
-            RawReply::Echo => {
-                if len > 0 {
-                    stream.write_all(&buf[..len]).await?;
-                }
-            }
+            RawReply::Echo => out.buf.borrow_mut().extend_from_slice(&buf[..len]),
             RawReply::Ack => {
                 frames_since_ack += n;
                 while frames_since_ack >= batch {
                     frames_since_ack -= batch;
-                    frame::put_response(&mut out, frame::OK);
-                }
-                if !out.is_empty() {
-                    stream.write_all(&out).await?;
-                    out.clear();
+                    frame::put_response(&mut out.buf.borrow_mut(), frame::OK);
                 }
             }
         }
+        out.wakeup.wake();
         buf.advance(len);
     }
+}
+
+async fn write_loop(out: Rc<Output>, mut stream: TcpStream) {
+    let mut spare = BytesMut::new();
+    loop {
+        out.wakeup
+            .until(|| !out.buf.borrow().is_empty() || out.closed.get())
+            .await;
+        std::mem::swap(&mut *out.buf.borrow_mut(), &mut spare);
+        if spare.is_empty() || stream.write_all(&spare).await.is_err() {
+            return;
+        }
+        spare.clear();
+    }
+}
+
+fn dup(stream: &TcpStream) -> std::io::Result<TcpStream> {
+    let fd = nix::unistd::dup(stream.as_raw_fd()).map_err(std::io::Error::from)?;
+    // SAFETY: `fd` was just returned by dup(2), so it is open and owned by nothing else; the new
+    // stream takes sole ownership and closes it on drop.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
 /// The echo client: keeps its share of `--window` frames in flight, counts and times each echo.

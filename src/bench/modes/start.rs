@@ -32,7 +32,7 @@ pub fn run(mode: Mode, args: LoadArgs) -> Result<(Arc<Shared>, Measured), String
         .broker_pid
         .and_then(super::super::proc_stat::rss_kib);
     let (servers, raw_addrs) = if mode == Mode::Raw {
-        start_raw_servers(&shared, &cpus)?
+        start_raw_servers(&shared)?
     } else {
         (Vec::new(), Vec::new())
     };
@@ -53,30 +53,58 @@ pub fn run(mode: Mode, args: LoadArgs) -> Result<(Arc<Shared>, Measured), String
 
 fn start_raw_servers(
     shared: &Arc<Shared>,
-    client_cpus: &[usize],
 ) -> Result<(Vec<std::thread::JoinHandle<Latencies>>, Vec<SocketAddr>), String> {
-    let cpus = if shared.args.server_cpus.is_empty() {
-        client_cpus.to_vec()
-    } else {
-        shared.args.server_cpus.clone()
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    let s = shared.clone();
-    let handles = run::spawn_executors("nsq-bench-echo", &cpus, move |_| {
-        let (s, tx) = (s.clone(), tx.clone());
-        async move {
-            raw::serve(&s, tx).await;
-            Latencies::new()
-        }
-    })?;
-    let mut addrs = Vec::new();
-    while addrs.len() < cpus.len() {
-        match rx.recv_timeout(SERVER_START) {
-            Ok(a) => addrs.push(a),
-            Err(_) => return Err("raw echo servers did not start".into()),
-        }
+    if shared.args.server_cpus.is_empty() {
+        // An external `nsq-bench raw-server` already listens where a broker would.
+        return Ok((Vec::new(), vec![shared.args.nsqd_tcp_address]));
     }
-    Ok((handles, addrs))
+    let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let (handles, addr) = spawn_raw_servers(shared, &shared.args.server_cpus, any_port)?;
+    Ok((handles, vec![addr]))
+}
+
+/// Starts one echo server executor per CPU, all on one port: the first binds `addr` (port 0
+/// picks one), the others join it.
+fn spawn_raw_servers(
+    shared: &Arc<Shared>,
+    cpus: &[usize],
+    addr: SocketAddr,
+) -> Result<(Vec<std::thread::JoinHandle<Latencies>>, SocketAddr), String> {
+    let mut handles = Vec::new();
+    let mut bound = addr;
+    for &cpu in cpus {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = shared.clone();
+        handles.extend(run::spawn_executors("nsq-bench-echo", &[cpu], move |_| {
+            let (s, tx) = (s.clone(), tx.clone());
+            async move {
+                raw::serve(&s, bound, tx).await;
+                Latencies::new()
+            }
+        })?);
+        bound = rx
+            .recv_timeout(SERVER_START)
+            .map_err(|_| format!("raw echo server on cpu {cpu} did not start"))?;
+    }
+    Ok((handles, bound))
+}
+
+/// `nsq-bench raw-server`: the raw baseline in its own process, pinned and measured like a
+/// broker; stops after `--duration` (or when killed).
+pub fn raw_server(args: LoadArgs) -> Result<(), String> {
+    crate::runtime::limits::raise_memlock()?;
+    crate::runtime::limits::raise_nofile();
+    let cpus = run::pick_cpus(&args.cpus, args.cores)?;
+    let (addr, lifetime) = (args.nsqd_tcp_address, args.duration);
+    let shared = Shared::new(args, Mode::RawServer, cpus.len());
+    let (handles, bound) = spawn_raw_servers(&shared, &cpus, addr)?;
+    eprintln!("TCP: listening on {bound}");
+    std::thread::sleep(lifetime);
+    shared.stop();
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
 }
 
 async fn core_main(shared: Arc<Shared>, core: usize, raw_addrs: Arc<Vec<SocketAddr>>) -> Latencies {
@@ -87,6 +115,7 @@ async fn core_main(shared: Arc<Shared>, core: usize, raw_addrs: Arc<Vec<SocketAd
         Mode::Latency => latency_core(&shared, core).await,
         Mode::Raw => raw_core(&shared, core, &raw_addrs).await,
         Mode::Idle => idle_core(&shared, core).await,
+        Mode::RawServer => Vec::new(),
     };
     let mut all = Latencies::new();
     for t in tasks {
@@ -257,7 +286,10 @@ async fn latency_core(shared: &Arc<Shared>, core: usize) -> Tasks {
 async fn raw_core(shared: &Arc<Shared>, core: usize, addrs: &[SocketAddr]) -> Tasks {
     let mut conns = Vec::new();
     for i in mine(shared, core) {
-        match Conn::connect_plain(addrs[i % addrs.len().max(1)]).await {
+        let Some(&addr) = addrs.get(i % addrs.len().max(1)) else {
+            break;
+        };
+        match Conn::connect_plain(addr).await {
             Ok(c) => conns.push(c),
             Err(e) => shared.error(format!("raw connect: {e}")),
         }
