@@ -445,3 +445,77 @@ fn durable_ack_kill_9_during_a_publish_storm_loses_no_acknowledged_message() {
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The PID of the broker started with `arg` (found through /proc, as the helper keeps it).
+fn pid_with_arg(arg: &str) -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let is_nsqd = cmd.split(|b| *b == 0).any(|a| a == arg.as_bytes());
+        is_nsqd.then(|| e.file_name().to_string_lossy().into_owned())
+    })
+}
+
+fn prlimit_fsize(pid: &str, limit: &str) -> bool {
+    std::process::Command::new("prlimit")
+        .args(["--pid", pid, &format!("--fsize={limit}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn full_disk_refuses_publishes_keeps_earlier_messages_and_recovers() {
+    let dir = temp_dir();
+    let flag = data_flag(&dir);
+    let topic = unique("full");
+    let b = Broker::start(&[&flag, "--cores=1", "--mem-queue-size=0"]);
+    let pid = pid_with_arg(&flag).expect("broker pid");
+    // A file-size limit stands in for a full disk: writes past it fail with EFBIG.
+    if !prlimit_fsize(&pid, "20000:unlimited") {
+        eprintln!("prlimit unavailable; skipped");
+        return;
+    }
+    let body = vec![b'x'; 1000];
+    let mut acked = Vec::new();
+    let mut refused = None;
+    let mut c = b.client();
+    for i in 0..200 {
+        let mut m = format!("{i:04}").into_bytes();
+        m.extend_from_slice(&body);
+        c.with_body(&format!("PUB {topic}"), &m);
+        match c.next() {
+            Frame::Response(r) if r == b"OK" => acked.push(m),
+            Frame::Error(e) => {
+                refused = Some(e);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let refused = refused.expect("publishes refused once the disk is full");
+    assert!(refused.starts_with("E_PUB_FAILED"), "{refused}");
+    assert!(b.log().contains("File too large"), "{}", b.log());
+    assert!(prlimit_fsize(&pid, "unlimited"));
+    // Space is back: the next storage round writes what was held, and publishing works again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut recovered = false;
+    while !recovered && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut p = b.client();
+        p.with_body(&format!("PUB {topic}"), b"after-recovery-0000000000000");
+        recovered = matches!(p.next(), Frame::Response(r) if r == b"OK");
+    }
+    assert!(recovered, "publishes accepted again after space returned");
+    let got = drain(&b, &topic, "c", acked.len() + 1, Duration::from_secs(20));
+    for m in &acked {
+        assert!(
+            got.contains_key(m),
+            "acknowledged message {:?} lost",
+            &m[..4]
+        );
+    }
+    assert!(got.contains_key(&b"after-recovery-0000000000000"[..]));
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}

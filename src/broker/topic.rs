@@ -18,6 +18,8 @@ use crate::storage::diskqueue::queue_name;
 pub enum PublishError {
     /// The in-memory queue is full and this topic has no disk queue (no data path).
     QueueFull { mem_queue_size: usize },
+    /// The disk queues cannot be written (disk full, unwritable data path).
+    Disk(String),
 }
 
 impl std::fmt::Display for PublishError {
@@ -29,6 +31,7 @@ impl std::fmt::Display for PublishError {
                     "memory queue full (--mem-queue-size={mem_queue_size}, no disk backend)"
                 )
             }
+            PublishError::Disk(e) => write!(f, "disk write failed - {e}"),
         }
     }
 }
@@ -114,6 +117,9 @@ impl Topic {
         now_ns: i64,
         mem_queue_size: usize,
     ) -> Result<(), PublishError> {
+        if let Some(e) = self.disk.as_ref().and_then(DiskBacklog::health_error) {
+            return Err(PublishError::Disk(e));
+        }
         if !self.has_room(bodies.len(), mem_queue_size) {
             return Err(PublishError::QueueFull { mem_queue_size });
         }

@@ -16,7 +16,11 @@ fn stop_signals() -> SigSet {
 /// Blocks the stop signals in this thread; threads spawned afterwards inherit the mask, so
 /// only [`wait_for_stop`] ever sees them.
 pub fn block_stop_signals() -> nix::Result<()> {
-    stop_signals().thread_block()
+    let mut set = stop_signals();
+    // SIGXFSZ (a file-size limit reached) would kill the process; blocked, the write fails
+    // with EFBIG instead and the disk queue reports it like a full disk.
+    set.add(Signal::SIGXFSZ);
+    set.thread_block()
 }
 
 /// Waits up to `timeout` for a stop signal; returns it if one arrived.

@@ -96,6 +96,22 @@ impl DiskBacklog {
         (std::mem::take(&mut b.pending), n)
     }
 
+    /// For the storage task: puts back `count` encoded records a failed write did not store,
+    /// ahead of anything queued since.
+    pub fn unwrite(&self, records: &[u8], count: i64) {
+        let mut b = self.buffers.borrow_mut();
+        let mut all = Vec::with_capacity(records.len() + b.pending.len());
+        all.extend_from_slice(records);
+        all.extend_from_slice(&b.pending);
+        b.pending = all;
+        b.pending_count += count;
+    }
+
+    /// Why the last storage round failed, while it keeps failing (nsqd's unhealthy state).
+    pub fn health_error(&self) -> Option<String> {
+        self.registry.failing.borrow().clone()
+    }
+
     /// For the storage task: records still waiting to be written.
     pub fn pending_count(&self) -> i64 {
         self.buffers.borrow().pending_count
@@ -137,6 +153,8 @@ struct RegistryCore {
     failed: RefCell<Option<(u64, String)>>,
     /// Publishes waiting for their records to be fsynced.
     waiters: RefCell<Vec<Waker>>,
+    /// The last round's error, cleared by a round without one.
+    failing: RefCell<Option<String>>,
     /// `--durable-ack`.
     durable_writes: bool,
 }
@@ -209,6 +227,12 @@ impl Registry {
     /// covered by it, with the round's error if a write or fsync failed.
     pub fn round_done(&self, covered: u64, error: Option<String>) {
         let c = &self.core;
+        match &error {
+            Some(e) => tracing::error!("storage: unhealthy - {e}"),
+            None if c.failing.borrow().is_some() => tracing::info!("storage: healthy again"),
+            None => {}
+        }
+        *c.failing.borrow_mut() = error.clone();
         if let Some(e) = error {
             *c.failed.borrow_mut() = Some((covered, e));
         }

@@ -230,18 +230,19 @@ impl QueueIo {
         self.read = pos;
     }
 
-    /// Writes pending records; returns true if a segment was rolled.
+    /// Writes pending records; returns true if a segment was rolled. On a write error the
+    /// records not yet written go back to the front of the pending buffer, to be retried by
+    /// a later round (bytes past the write position are overwritten then).
     async fn flush_writes(&mut self) -> IoResult<bool> {
         let (pending, count) = self.backlog.take_pending();
         if count == 0 {
             return Ok(false);
         }
         self.dirty = true;
-        self.since_sync += count as u64;
         let mut rolled = false;
-        let mut start = 0;
-        let mut chunk_start = 0;
-        let mut chunk_pos = self.write.pos;
+        let (mut start, mut chunk_start) = (0, 0);
+        let (mut done, mut in_chunk) = (0i64, 0i64);
+        let mut pos = self.write.pos;
         while start + LEN_PREFIX <= pending.len() {
             let len = i32::from_be_bytes([
                 pending[start],
@@ -249,23 +250,32 @@ impl QueueIo {
                 pending[start + 2],
                 pending[start + 3],
             ]) as usize;
-            if must_roll(self.write.pos, len, self.cfg.max_bytes_per_file) {
-                self.write_chunk(&pending[chunk_start..start], chunk_pos)
-                    .await?;
-                self.roll().await?;
+            if must_roll(pos, len, self.cfg.max_bytes_per_file) {
+                if let Err(e) = self.write_chunk(&pending[chunk_start..start]).await {
+                    self.backlog.unwrite(&pending[chunk_start..], count - done);
+                    return Err(e);
+                }
+                done += in_chunk;
+                in_chunk = 0;
+                self.roll().await;
                 rolled = true;
                 chunk_start = start;
-                chunk_pos = 0;
+                pos = 0;
             }
             start += LEN_PREFIX + len;
-            self.write.pos += (LEN_PREFIX + len) as i64;
+            pos += (LEN_PREFIX + len) as i64;
+            in_chunk += 1;
         }
-        self.write_chunk(&pending[chunk_start..start], chunk_pos)
-            .await?;
+        if let Err(e) = self.write_chunk(&pending[chunk_start..start]).await {
+            self.backlog.unwrite(&pending[chunk_start..], count - done);
+            return Err(e);
+        }
+        self.since_sync += count as u64;
         Ok(rolled)
     }
 
-    async fn write_chunk(&mut self, bytes: &[u8], at: i64) -> IoResult<()> {
+    /// Writes `bytes` at the write position and advances it.
+    async fn write_chunk(&mut self, bytes: &[u8]) -> IoResult<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -274,11 +284,11 @@ impl QueueIo {
             self.write_file = Some(open_rw(&path).await?);
         }
         let f = self.write_file.as_ref().expect("opened above");
-        let mut buf = bytes.to_vec();
-        let mut at = at as u64;
-        while !buf.is_empty() {
+        let mut written = 0;
+        while written < bytes.len() {
+            let at = (self.write.pos as usize + written) as u64;
             let n = f
-                .write_at(buf.clone(), at)
+                .write_at(bytes[written..].to_vec(), at)
                 .await
                 .map_err(|e| io_err("cannot write", &self.segment(self.write.file_num), e))?;
             if n == 0 {
@@ -287,14 +297,14 @@ impl QueueIo {
                     self.segment(self.write.file_num).display()
                 ));
             }
-            buf.drain(..n);
-            at += n as u64;
+            written += n;
         }
+        self.write.pos += bytes.len() as i64;
         Ok(())
     }
 
     /// Closes the current segment (synced) and moves writing to the next one.
-    async fn roll(&mut self) -> IoResult<()> {
+    async fn roll(&mut self) {
         if let Some(f) = self.write_file.take() {
             let _ = f.fdatasync().await;
             let _ = f.close().await;
@@ -303,7 +313,6 @@ impl QueueIo {
             file_num: self.write.file_num + 1,
             pos: 0,
         };
-        Ok(())
     }
 
     /// Reads records until the read-ahead is full or the reader reaches the writer.
