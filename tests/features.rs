@@ -377,3 +377,48 @@ fn bad_tls_files_are_refused_at_start() {
     assert!(err.contains("--tls-"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn sample_rate_keeps_roughly_the_asked_share() {
+    let b = start(&[]);
+    let topic = unique("sample");
+    let mut c = b.client();
+    c.identify(r#"{"sample_rate":30}"#);
+    c.sub(&topic, "c");
+    c.line("RDY 2500");
+    let mut full = b.client();
+    full.sub(&topic, "all");
+    full.line("RDY 2500");
+    let n = 4000;
+    let bodies: Vec<Vec<u8>> = (0..n).map(|i| format!("{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+    let mut p = b.client();
+    for chunk in refs.chunks(500) {
+        p.mpub(&topic, chunk);
+    }
+    // The unsampled channel gets everything; the sampled client about 30 % (31/100 by nsqd's
+    // `rand <= rate` rule).
+    for _ in 0..n {
+        let m = full.expect_message();
+        full.line(&format!("FIN {}", m.id));
+    }
+    let mut got = 0;
+    loop {
+        c.stream
+            .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+        match c.try_frame() {
+            Ok(common::Frame::Message(m)) => {
+                got += 1;
+                c.line(&format!("FIN {}", m.id));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let share = got as f64 / n as f64;
+    assert!(
+        (0.24..0.38).contains(&share),
+        "sampled share {share} ({got} of {n})"
+    );
+}
