@@ -184,6 +184,7 @@ bench() {
         grep -o '"msgs_per_s":[0-9.]*' | cut -d: -f2 | cut -d. -f1) msg/s"
 }
 
+IDLE_CONNECTIONS="${BENCH_IDLE_CONNECTIONS:-9900}"
 SIZES=(64 200 1024 16384)
 BATCHES=(1 100)
 CORES=(1 2)
@@ -212,7 +213,7 @@ fi
 
 say "results: $OUT"
 say "machine: $NCPU CPUs, $(uname -r), $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
-say "durations: warmup $WARMUP, measure $DURATION"
+say "durations: warmup $WARMUP, measure $DURATION; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 START=$(date +%s)
 
 say "raw baseline"
@@ -277,9 +278,11 @@ run_broker_matrix() {
         stop_broker
     done
     if [ "$QUICK" = 0 ]; then
-        say "$label: 10000 idle connections"
+        # 10,000 was asked for; a broker holding two descriptors per connection needs 20,000+
+        # and containers often cap the hard limit at 20,000, so stay just under it.
+        say "$label: $IDLE_CONNECTIONS idle connections"
         start_broker "$label" 1
-        bench "$label" 1 idle idle --connections 10000 --duration 2s
+        bench "$label" 1 idle idle --connections "$IDLE_CONNECTIONS" --duration 2s
         stop_broker
     fi
 }
@@ -336,7 +339,7 @@ done
 
 say "plots"
 "$BENCH" plot --csv "$CSV" --out "$OUT" --ours nsqd-uring >>"$LOG" 2>&1 || say "plotting failed (see $LOG)"
-say "done in $(($(date +%s) - START))s: $CSV"
+say "done in $(($(date +%s) - START))s: $CSV (load average at end: $(cut -d' ' -f1-3 /proc/loadavg))"
 if [ -f "$OUT/summary.md" ]; then
     cat "$OUT/summary.md"
 fi

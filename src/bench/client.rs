@@ -195,7 +195,7 @@ impl Conn {
         Ok(Conn {
             stream,
             rbuf: ReadBuf::new(),
-            wbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: BytesMut::new(),
         })
     }
 

@@ -25,10 +25,11 @@ impl Default for ReadBuf {
 }
 
 impl ReadBuf {
-    /// An empty buffer of [`READ_CHUNK`] bytes.
+    /// An empty buffer; its memory is allocated by the first read, so idle connections stay
+    /// small.
     pub fn new() -> ReadBuf {
         ReadBuf {
-            data: vec![0; READ_CHUNK],
+            data: Vec::new(),
             start: 0,
             end: 0,
         }
