@@ -99,6 +99,7 @@ fn settings_from(o: &Options) -> Settings {
             sync_every: o.sync_every.max(1) as u64,
             sync_timeout: o.sync_timeout,
             durable_ack: o.durable_ack,
+            board: None,
         }),
         ..Settings::default()
     };

@@ -62,6 +62,8 @@ pub struct DiskSettings {
     pub sync_timeout: Duration,
     /// `--durable-ack`: publishes are answered only once written and fsynced.
     pub durable_ack: bool,
+    /// Every shard's part of nsqd.dat, set by the runtime once nsqd.dat is loaded.
+    pub board: Option<std::sync::Arc<crate::storage::board::MetadataBoard>>,
 }
 
 impl Default for Settings {

@@ -519,3 +519,52 @@ fn full_disk_refuses_publishes_keeps_earlier_messages_and_recovers() {
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn nsqd_dat_is_rewritten_when_topics_and_channels_are_created_so_kill_9_keeps_them() {
+    let dir = temp_dir();
+    let flag = data_flag(&dir);
+    let args = [flag.as_str(), "--cores=2"];
+    let topics: Vec<String> = (0..4).map(|i| unique(&format!("created{i}_"))).collect();
+    let mut b = Broker::start(&args);
+    for t in &topics {
+        for ch in ["ch", "ch2"] {
+            let mut c = b.client();
+            c.sub(t, ch);
+        }
+    }
+    let mut p = b.client();
+    p.publish(&format!("{}#ephemeral", unique("gone")), b"x");
+    let listed = |text: &str| {
+        let entry = |t: &String| format!(r#"{{"name":"{t}","paused":false,"channels":["#);
+        topics.iter().all(|t| text.contains(&entry(t)))
+            && text.matches(r#"{"name":"ch2","paused":false}"#).count() == topics.len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = std::fs::read_to_string(dir.join("nsqd.dat")).unwrap_or_default();
+        if listed(&text) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(listed(&text), "{text}");
+    assert!(!text.contains("ephemeral"), "{text}");
+    b.kill9();
+    let b = Broker::start(&args);
+    let mut p = b.client();
+    for t in &topics {
+        p.publish(t, b"after");
+    }
+    // Both channels exist again before any SUB: each got its own copy (without the restore,
+    // the topic would have kept the message for the first channel created).
+    for t in &topics {
+        for ch in ["ch", "ch2"] {
+            let got = drain(&b, t, ch, 1, Duration::from_secs(10));
+            assert!(got.contains_key(&b"after"[..]), "{t}:{ch}");
+        }
+    }
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -16,6 +16,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::settings::Settings;
+use crate::storage::board::MetadataBoard;
 use crate::storage::{lock, metadata};
 use executor::{ShardPlan, StartReport, run_shard};
 
@@ -77,6 +78,15 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
         None => None,
     };
     let clients_closed = Arc::new(AtomicUsize::new(0));
+    let mut config = config;
+    let board = config.settings.disk.as_mut().map(|d| {
+        let loaded = restore.as_ref().map_or(&[][..], |m| &m.topics[..]);
+        let board = Arc::new(MetadataBoard::new(nr, loaded, |t| {
+            crate::mesh::owner_of(t, nr)
+        }));
+        d.board = Some(board.clone());
+        board
+    });
     let settings = Arc::new(config.settings);
     let shutdown = Arc::new(AtomicBool::new(false));
     let mesh = (nr > 1).then(|| MeshBuilder::full(nr, MESH_CAPACITY));
@@ -105,14 +115,14 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
         }
     }
     wait_started(&rx, nr, &shutdown, &threads)?;
-    if let Some(dir) = &data_path {
-        persist(
-            dir,
-            restore
-                .as_ref()
-                .map(|m| m.topics.clone())
-                .unwrap_or_default(),
-        );
+    // Shards rewrite nsqd.dat after restoring; this covers a start with nothing to restore.
+    if let (Some(dir), Some(board)) = (&data_path, &board)
+        && board.unwritten()
+    {
+        let (meta, generation) = board.snapshot();
+        if board.claim(generation) {
+            persist(dir, meta.topics);
+        }
     }
     tracing::info!("nsqd-uring: serving on {nr} core(s) {:?}", &cpus[..nr]);
     let outcome = supervise(&shutdown, &threads);

@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::sync::Semaphore;
@@ -14,8 +15,9 @@ use crate::broker::topic::Topic;
 use crate::mesh::PublishOutcome;
 use crate::settings::DiskSettings;
 use crate::storage::backlog::Registry;
+use crate::storage::board::MetadataBoard;
 use crate::storage::metadata::{ChannelMeta, Metadata, TopicMeta};
-use crate::storage::queue_io::{QueueConfig, QueueIo};
+use crate::storage::queue_io::{QueueConfig, QueueIo, write_atomically_if};
 
 /// The disk queues of one shard and the IO state behind them.
 pub struct ShardDisk {
@@ -27,6 +29,7 @@ pub struct ShardDisk {
     io: RefCell<BTreeMap<String, QueueIo>>,
     io_lock: Semaphore,
     closed: Cell<bool>,
+    board: Option<Arc<MetadataBoard>>,
 }
 
 impl ShardDisk {
@@ -45,6 +48,7 @@ impl ShardDisk {
             io: RefCell::new(BTreeMap::new()),
             io_lock: Semaphore::new(1),
             closed: Cell::new(false),
+            board: s.board.clone(),
         }
     }
 
@@ -78,6 +82,22 @@ impl ShardDisk {
         }
         self.registry.round_done(covered, failure);
         read_any
+    }
+
+    /// Rewrites nsqd.dat when this shard's topics or channels changed (nsqd writes it on
+    /// every create, delete and pause), through the board so other shards' topics stay.
+    async fn write_metadata(&self, shard: usize, part: Vec<TopicMeta>) {
+        let Some(board) = &self.board else { return };
+        board.update(shard, part);
+        if !board.unwritten() {
+            return;
+        }
+        let (meta, generation) = board.snapshot();
+        let path = crate::storage::metadata::path(&self.cfg.dir);
+        let data = meta.encode().into_bytes();
+        if let Err(e) = write_atomically_if(&path, data, || board.claim(generation)).await {
+            tracing::error!("failed to persist metadata - {e}");
+        }
     }
 
     /// Writes everything still pending, syncs, writes every meta file and closes the files.
@@ -160,6 +180,8 @@ impl Shard {
         }
         if let Some(disk) = &self.disk {
             disk.round(false).await;
+            disk.registry.take_metadata_changed();
+            disk.write_metadata(self.id, self.metadata()).await;
         }
         self.pump_from_disk();
     }
@@ -194,6 +216,9 @@ impl Shard {
             if disk.round(force).await {
                 self.pump_from_disk();
             }
+            if disk.registry.take_metadata_changed() {
+                disk.write_metadata(self.id, self.metadata()).await;
+            }
         }
     }
 
@@ -208,6 +233,13 @@ impl Shard {
         }
         disk.close().await;
         self.metadata()
+    }
+
+    /// Asks for nsqd.dat to be rewritten (after a pause or unpause, as nsqd does at once).
+    pub fn persist_metadata(&self) {
+        if let Some(disk) = &self.disk {
+            disk.registry.metadata_changed();
+        }
     }
 
     /// The owned topics and channels as nsqd.dat lists them (ephemeral ones left out).

@@ -157,6 +157,8 @@ struct RegistryCore {
     failing: RefCell<Option<String>>,
     /// `--durable-ack`.
     durable_writes: bool,
+    /// A queue was opened (a topic or channel created): nsqd.dat needs rewriting.
+    opened: Cell<bool>,
 }
 
 impl RegistryCore {
@@ -188,6 +190,9 @@ impl Registry {
     /// Opens (or returns the already open) backlog of `name`; the storage task loads its files.
     pub fn open(&self, name: &str) -> DiskBacklog {
         let mut queues = self.queues.borrow_mut();
+        if !queues.contains_key(name) {
+            self.core.opened.set(true);
+        }
         let q = queues
             .entry(name.to_string())
             .or_insert_with(|| DiskBacklog {
@@ -216,6 +221,17 @@ impl Registry {
     /// Wakes the storage task (shutdown).
     pub fn poke(&self) {
         self.core.poke();
+    }
+
+    /// Marks the topic/channel list as changed (pause, delete) and wakes the storage task.
+    pub fn metadata_changed(&self) {
+        self.core.opened.set(true);
+        self.core.poke();
+    }
+
+    /// For the storage task: whether the topic/channel list changed since the last call.
+    pub fn take_metadata_changed(&self) -> bool {
+        self.core.opened.replace(false)
     }
 
     /// For the storage task, before a round: every record pushed so far is in this round.

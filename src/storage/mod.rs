@@ -3,6 +3,7 @@
 //! and the data-path lock. Pure format code is kept apart from the glommio IO that uses it.
 
 pub mod backlog;
+pub mod board;
 pub mod diskqueue;
 pub mod lock;
 pub mod metadata;

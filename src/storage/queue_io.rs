@@ -98,6 +98,16 @@ async fn read_small(path: &Path) -> IoResult<Option<Vec<u8>>> {
 
 /// Writes `data` to `path` as go-diskqueue does: a `.tmp` sibling, fsync, rename.
 pub async fn write_atomically(path: &Path, data: Vec<u8>) -> IoResult<()> {
+    write_atomically_if(path, data, || true).await
+}
+
+/// Like [`write_atomically`], renaming only if `still_wanted()` holds once the data is synced
+/// (a newer version may have been written meanwhile).
+pub async fn write_atomically_if(
+    path: &Path,
+    data: Vec<u8>,
+    still_wanted: impl FnOnce() -> bool,
+) -> IoResult<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", rand::random::<u32>()));
     let tmp = PathBuf::from(tmp);
@@ -116,6 +126,10 @@ pub async fn write_atomically(path: &Path, data: Vec<u8>) -> IoResult<()> {
         .await
         .map_err(|e| io_err("cannot sync", &tmp, e))?;
     let _ = f.close().await;
+    if !still_wanted() {
+        let _ = glommio::io::remove(&tmp).await;
+        return Ok(());
+    }
     glommio::io::rename(&tmp, path)
         .await
         .map_err(|e| io_err("cannot rename", &tmp, e))
