@@ -120,6 +120,11 @@ impl Broker {
         self.log.lock().unwrap().clone()
     }
 
+    /// The broker's process ID, for /proc figures (VmRSS) and signals.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker running").id()
+    }
+
     /// Opens a V2 client (magic sent).
     pub fn client(&self) -> Client {
         Client::connect(self.tcp)
