@@ -508,6 +508,11 @@ fn mpub(ctx: &DecodeContext, params: &[&[u8]], reader: &mut BodyReader) -> SpanR
     }
     // The count is bounded by max-body-size, but reserve only what bytes already justify.
     let mut bodies = Vec::with_capacity((count as usize).min(reader.buf.len() / 5 + 1));
+    // nsqd reads the messages from the stream without holding them to the declared size, so
+    // one MPUB could make it buffer up to count × max-msg-size bytes (about 1 TiB with the
+    // defaults). Here the count and messages must fit in max-body-size, as the declared size
+    // must: a lying client is refused before its buffer grows past that.
+    let counted_from = reader.pos - 4;
     for i in 0..count {
         let msg_size = read_or!(
             reader.read_i32(),
@@ -523,6 +528,10 @@ fn mpub(ctx: &DecodeContext, params: &[&[u8]], reader: &mut BodyReader) -> SpanR
                 "MPUB message too big {msg_size} > {}",
                 ctx.limits.max_msg_size
             )));
+        }
+        let total = (reader.pos - counted_from) as i64 + i64::from(msg_size);
+        if total > max_body {
+            return Err(bad_body(format!("MPUB body too big {total} > {max_body}")));
         }
         let body = read_or!(
             reader.read_body(msg_size as usize),
@@ -776,6 +785,37 @@ mod tests {
         assert_eq!(
             err_text(decode_all(&many, ClientState::Init)),
             "E_BAD_BODY MPUB invalid message count 1048576"
+        );
+    }
+
+    #[test]
+    fn mpub_messages_must_fit_in_max_body_size() {
+        // Declares 8 bytes, then sends 1 MiB messages: refused at the one that crosses 5 MiB,
+        // before its body is awaited.
+        let mut lying = b"MPUB t\n".to_vec();
+        lying.put_i32(8);
+        lying.put_i32(6);
+        for _ in 0..4 {
+            lying.put_i32(1_048_576);
+            lying.extend_from_slice(&vec![b'x'; 1_048_576]);
+        }
+        lying.put_i32(1_048_576);
+        assert_eq!(
+            err_text(decode_all(&lying, ClientState::Init)),
+            "E_BAD_BODY MPUB body too big 5242904 > 5242880"
+        );
+        // Exactly max-body-size still fits.
+        let limits = Limits {
+            max_body_size: 4 + 4 + 3,
+            ..Limits::default()
+        };
+        let c = DecodeContext { limits, ..ctx(ClientState::Init) };
+        let mut fits = BytesMut::from(&mpub_body(&[b"abc"])[..]);
+        assert!(decode(&mut fits, &c, false).unwrap().is_some());
+        let mut over = BytesMut::from(&mpub_body(&[b"abcd"])[..]);
+        assert_eq!(
+            err_text(decode(&mut over, &c, false)),
+            "E_BAD_BODY MPUB body too big 12 > 11"
         );
     }
 
