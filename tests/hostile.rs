@@ -299,6 +299,28 @@ fn length_prefixes_zero_negative_and_huge() {
 }
 
 #[test]
+fn mpub_lying_about_its_size_is_refused_at_max_body_size() {
+    let b = start();
+    let base = baseline(&b);
+    // Declares 8 bytes, then streams 1 MiB messages: nsqd would buffer all of them.
+    let mut c = b.client();
+    let mut head = b"MPUB t\n".to_vec();
+    head.extend_from_slice(&8i32.to_be_bytes());
+    head.extend_from_slice(&1000i32.to_be_bytes());
+    c.send(&head);
+    let mut message = 1_048_576i32.to_be_bytes().to_vec();
+    message.extend_from_slice(&vec![b'x'; 1_048_576]);
+    for _ in 0..6 {
+        if c.stream.write_all(&message).is_err() {
+            break;
+        }
+    }
+    c.expect_error("E_BAD_BODY MPUB body too big 5242904 > 5242880");
+    c.expect_closed();
+    assert_recovered(&b, base, "mpub_lying_size");
+}
+
+#[test]
 fn half_a_body_then_silence() {
     let b = start();
     let base = baseline(&b);
