@@ -67,6 +67,8 @@ pub struct Report {
     pub unreceived: u64,
     /// Connection failures during the run.
     pub errors: Vec<String>,
+    /// The command line that produced the figures (JSON only).
+    pub command: String,
 }
 
 impl Report {
@@ -119,6 +121,7 @@ impl Report {
             rss_per_conn_bytes: rss_per_conn,
             unreceived: m.unreceived,
             errors: shared.errors(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
         }
     }
 
@@ -275,6 +278,7 @@ mod tests {
             rss_per_conn_bytes: None,
             unreceived: 0,
             errors: vec![],
+            command: "nsq-bench pub".into(),
         }
     }
 
