@@ -8,6 +8,8 @@
 pub mod bench;
 /// The message model: messages and IDs, topics, channels (no IO).
 pub mod broker;
+/// nsqd's HTTP API and Prometheus `/metrics`, served by hyper on every core.
+pub mod http;
 /// nsqd-shaped log lines through tracing.
 pub mod logging;
 /// The messages that cross cores and their batching.
@@ -22,6 +24,8 @@ pub mod runtime;
 pub mod settings;
 /// One core's world: owned topics, its connections, routing.
 pub mod shard;
+/// The stats snapshot `/stats`, `/metrics` and statsd render.
+pub mod stats;
 /// On-disk formats (go-diskqueue, nsqd.dat), the data-path lock, and disk queue IO.
 pub mod storage;
 /// TLS configuration from the --tls-* flags.

@@ -2,13 +2,18 @@
 //! filtered by nsqd's `--log-level` values.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use time::OffsetDateTime;
 use time::macros::format_description;
 use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::{LookupSpan, Registry};
+use tracing_subscriber::reload;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::options::LogLevel;
 
@@ -46,19 +51,40 @@ where
     }
 }
 
+/// The live level filter, so `PUT /config/log_level` can change it.
+static LEVEL: OnceLock<reload::Handle<LevelFilter, Registry>> = OnceLock::new();
+
+fn level_filter(level: LogLevel) -> LevelFilter {
+    match level {
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Error | LogLevel::Fatal => LevelFilter::ERROR,
+    }
+}
+
 /// Installs the global logger writing to stderr at `level`.
 pub fn init(level: LogLevel, prefix: &str) {
-    let filter = match level {
-        LogLevel::Debug => tracing::level_filters::LevelFilter::DEBUG,
-        LogLevel::Info => tracing::level_filters::LevelFilter::INFO,
-        LogLevel::Warn => tracing::level_filters::LevelFilter::WARN,
-        LogLevel::Error | LogLevel::Fatal => tracing::level_filters::LevelFilter::ERROR,
-    };
-    let _ = tracing_subscriber::fmt()
+    let (filter, handle) = reload::Layer::new(level_filter(level));
+    let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_max_level(filter)
         .event_format(NsqdFormat {
             prefix: prefix.to_string(),
-        })
-        .try_init();
+        });
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(format)
+        .try_init()
+        .is_ok()
+    {
+        let _ = LEVEL.set(handle);
+    }
+}
+
+/// Changes the level of the logger [`init`] installed (`PUT /config/log_level`).
+pub fn set_level(level: LogLevel) -> Result<(), String> {
+    let handle = LEVEL.get().ok_or("the logger is not installed")?;
+    handle
+        .reload(level_filter(level))
+        .map_err(|e| e.to_string())
 }

@@ -49,7 +49,9 @@ fn main() -> ExitCode {
     let config = RuntimeConfig {
         cores: opts.cores,
         tcp_address: opts.tcp_address.clone(),
+        http_address: opts.http_address.clone(),
         settings,
+        options: opts.clone(),
     };
     match runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,

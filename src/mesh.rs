@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::broker::channel::ConsumerInfo;
 use crate::broker::message::{Message, MessageId};
 use crate::protocol::errors::ProtocolError;
+use crate::stats::{ShardStats, StatsFilter};
 
 /// Where a reply goes: the asking shard and its pending-reply token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,58 @@ pub struct PublishOutcome {
     pub error: Option<String>,
 }
 
+/// An HTTP administrative action on a topic or channel, applied by the topic's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminOp {
+    /// `/topic/create` (also `/pub` and `/mpub` before they validate the rest).
+    CreateTopic { topic: String },
+    /// `/topic/delete`: its channels go too, their consumers are disconnected.
+    DeleteTopic { topic: String },
+    /// `/topic/empty`: drops the topic's own queue.
+    EmptyTopic { topic: String },
+    /// `/topic/pause` and `/topic/unpause`.
+    PauseTopic { topic: String, paused: bool },
+    /// `/channel/create` (the topic must exist).
+    CreateChannel { topic: String, channel: String },
+    /// `/channel/delete`: its consumers are disconnected without an error frame.
+    DeleteChannel { topic: String, channel: String },
+    /// `/channel/empty`: drops queued, in-flight and deferred messages.
+    EmptyChannel { topic: String, channel: String },
+    /// `/channel/pause` and `/channel/unpause`.
+    PauseChannel {
+        topic: String,
+        channel: String,
+        paused: bool,
+    },
+}
+
+impl AdminOp {
+    /// The topic the action is about (it decides the owner core).
+    pub fn topic(&self) -> &str {
+        match self {
+            AdminOp::CreateTopic { topic }
+            | AdminOp::DeleteTopic { topic }
+            | AdminOp::EmptyTopic { topic }
+            | AdminOp::PauseTopic { topic, .. }
+            | AdminOp::CreateChannel { topic, .. }
+            | AdminOp::DeleteChannel { topic, .. }
+            | AdminOp::EmptyChannel { topic, .. }
+            | AdminOp::PauseChannel { topic, .. } => topic,
+        }
+    }
+}
+
+/// Why an administrative action failed (nsqd's HTTP errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminError {
+    /// `TOPIC_NOT_FOUND`.
+    TopicNotFound,
+    /// `CHANNEL_NOT_FOUND`.
+    ChannelNotFound,
+    /// The owner core is shutting down.
+    Exiting,
+}
+
 /// One cross-core message.
 #[derive(Debug)]
 pub enum MeshMsg {
@@ -88,6 +141,20 @@ pub enum MeshMsg {
     BarrierReply { token: u64 },
     /// To a consumer's shard: a non-fatal error frame for `conn` (failed FIN/REQ/TOUCH).
     ClientError { conn: u64, error: ProtocolError },
+    /// To a topic's owner: apply an HTTP administrative action.
+    Admin { op: AdminOp, reply: ReplyTo },
+    /// To a waiting shard: the outcome of an Admin.
+    AdminReply {
+        token: u64,
+        result: Result<(), AdminError>,
+    },
+    /// To every other shard: its part of a stats snapshot.
+    Stats { filter: StatsFilter, reply: ReplyTo },
+    /// To a waiting shard: one shard's part of a snapshot.
+    StatsReply { token: u64, stats: Box<ShardStats> },
+    /// To a consumer's shard: close connection `conn` without an error frame (its channel or
+    /// topic was deleted).
+    CloseClient { conn: u64 },
 }
 
 /// What one mesh hop carries.

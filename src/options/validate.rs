@@ -10,8 +10,6 @@ use super::values::TlsRequired;
 /// a non-default value is refused at startup. Remove a name once it works.
 pub const UNBUILT_FLAGS: &[&str] = &[
     "https-address",
-    "http-address",
-    "broadcast-address",
     "lookupd-tcp-address",
     "auth-http-address",
     "auth-http-request-method",

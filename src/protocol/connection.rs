@@ -21,6 +21,7 @@ use crate::mesh::{ChannelOp, PublishCmd};
 use crate::settings::NSQD_VERSION;
 use crate::shard::Shard;
 use crate::shard::client::{ClientHandle, OUTPUT_HIGH_WATER};
+use crate::shard::client_meta;
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -419,6 +420,7 @@ impl Connection {
                 match self.shard.subscribe(&topic, &channel, info).await {
                     Ok(()) => {
                         self.state = ClientState::Subscribed;
+                        self.client.meta.set_state(client_meta::state::SUBSCRIBED);
                         self.subscription = Some(Subscription {
                             owner: self.shard.owner_of(&topic),
                         });
@@ -451,6 +453,7 @@ impl Connection {
             }
             Command::Cls => {
                 self.state = ClientState::Closing;
+                self.client.meta.set_state(client_meta::state::CLOSING);
                 self.channel_op(ChannelOp::Ready(0));
                 self.client.push_response(frame::CLOSE_WAIT);
                 Flow::Continue
@@ -522,6 +525,7 @@ impl Connection {
                 }
             }
         }
+        self.client.meta.count_publishes(&batch);
         let outcome = self.shard.publish(owner, batch).await;
         for _ in 0..outcome.accepted {
             self.client.push_response(frame::OK);
@@ -547,6 +551,13 @@ impl Connection {
         let settings = self.shard.settings.clone();
         let lim = &settings.server_limits;
         let applied = self.settings.apply(&req, lim);
+        let (id, s) = (&self.client.meta, &self.settings);
+        id.identified(
+            &req.client_id,
+            &req.hostname,
+            &req.user_agent,
+            s.sample_rate,
+        );
         self.client.set_heartbeat(self.settings.heartbeat_interval);
         let _ = stream.set_read_timeout(self.settings.heartbeat_interval.map(|h| h * 2));
         if let Err(e) = applied {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
 
+use crate::http::{self, HttpShared};
 use crate::mesh::MeshBatch;
 use crate::protocol::connection;
 use crate::settings::Settings;
@@ -27,8 +28,8 @@ const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 /// What a starting executor tells the main thread.
 #[derive(Debug)]
 pub enum StartReport {
-    /// Its TCP listener is bound at this address.
-    Bound(usize, SocketAddr),
+    /// Its TCP listener (and HTTP listener, if any) are bound at these addresses.
+    Bound(usize, SocketAddr, Option<SocketAddr>),
     /// It is serving.
     Started(usize),
     /// It could not start.
@@ -45,6 +46,10 @@ pub struct ShardPlan {
     pub nr_shards: usize,
     /// Where to listen (port already resolved for shards after the first).
     pub tcp_address: SocketAddr,
+    /// Where to serve HTTP (`None`: `--http-address=""`), resolved like `tcp_address`.
+    pub http_address: Option<SocketAddr>,
+    /// What every core's HTTP API shares.
+    pub http: Arc<HttpShared>,
     /// Shared settings.
     pub settings: Arc<Settings>,
     /// The mesh to join when more than one core serves.
@@ -72,7 +77,23 @@ pub async fn run_shard(plan: ShardPlan) {
         }
     };
     let local = listener.local_addr().unwrap_or(plan.tcp_address);
-    let _ = plan.reports.send(StartReport::Bound(id, local));
+    let http_listener = match plan.http_address.map(TcpListener::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            let addr = plan.http_address.map(|a| a.to_string()).unwrap_or_default();
+            let msg = format!("listen ({addr}) failed - {e}");
+            let _ = plan.reports.send(StartReport::Failed(id, msg));
+            return;
+        }
+    };
+    let http_local = http_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok().or(plan.http_address));
+    if id == 0 {
+        plan.http
+            .listening(local.port(), http_local.map(|a| a.port()));
+    }
+    let _ = plan.reports.send(StartReport::Bound(id, local, http_local));
     let shard = Rc::new(Shard::new(
         id,
         plan.nr_shards,
@@ -109,10 +130,13 @@ pub async fn run_shard(plan: ShardPlan) {
     }
     let storage = glommio::spawn_local(shard.clone().run_storage());
     let accept = glommio::spawn_local(accept_loop(shard.clone(), listener));
+    let http_server = http_listener
+        .map(|l| glommio::spawn_local(http::serve(shard.clone(), plan.http.clone(), l)));
     let _ = plan.reports.send(StartReport::Started(id));
     housekeeping(&shard).await;
     // Shutdown: stop accepting, close every client after its pending output, then leave.
     drop(accept);
+    drop(http_server);
     for client in shard.clients() {
         client.close();
     }

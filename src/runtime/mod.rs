@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::http::HttpShared;
+use crate::options::Options;
 use crate::settings::Settings;
 use crate::storage::board::MetadataBoard;
 use crate::storage::{lock, metadata};
@@ -36,8 +38,12 @@ pub struct RuntimeConfig {
     pub cores: usize,
     /// `--tcp-address`.
     pub tcp_address: String,
+    /// `--http-address` (empty: no HTTP listener, as in nsqd).
+    pub http_address: String,
     /// Resolved settings.
     pub settings: Settings,
+    /// Every option as given, for the HTTP API (`/info`, `/config`).
+    pub options: Options,
 }
 
 /// The CPUs this process may run on (its affinity mask).
@@ -69,7 +75,12 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
     limits::raise_memlock()?;
     limits::raise_nofile();
     signals::block_stop_signals().map_err(|e| format!("cannot block signals: {e}"))?;
-    let addr = resolve(&config.tcp_address)?;
+    let addr = resolve("tcp-address", &config.tcp_address)?;
+    let http_addr = match config.http_address.as_str() {
+        "" => None,
+        a => Some(resolve("http-address", a)?),
+    };
+    let http = Arc::new(HttpShared::new(config.options.clone()));
     // nsqd's order: lock the data path, listen, load nsqd.dat, re-persist it, serve.
     let data_path = config.settings.disk.as_ref().map(|d| d.data_path.clone());
     let _dir_lock = data_path.as_deref().map(lock::lock).transpose()?;
@@ -92,12 +103,14 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
     let mesh = (nr > 1).then(|| MeshBuilder::full(nr, MESH_CAPACITY));
     let (tx, rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(nr);
-    let mut bound = addr;
+    let mut bound = (addr, http_addr);
     for (id, &cpu) in cpus.iter().take(nr).enumerate() {
         let plan = ShardPlan {
             id,
             nr_shards: nr,
-            tcp_address: bound,
+            tcp_address: bound.0,
+            http_address: bound.1,
+            http: http.clone(),
             settings: settings.clone(),
             mesh: mesh.clone(),
             shutdown: shutdown.clone(),
@@ -109,7 +122,10 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
         // The first shard resolves port 0; the others bind the same port (SO_REUSEPORT).
         if id == 0 {
             bound = wait_bound(&rx, &shutdown, &threads)?;
-            tracing::info!("TCP: listening on {bound}");
+            tracing::info!("TCP: listening on {}", bound.0);
+            if let Some(http) = bound.1 {
+                tracing::info!("HTTP: listening on {http}");
+            }
         } else {
             wait_bound(&rx, &shutdown, &threads)?;
         }
@@ -161,11 +177,11 @@ fn persist(dir: &std::path::Path, topics: Vec<metadata::TopicMeta>) {
     }
 }
 
-fn resolve(addr: &str) -> Result<SocketAddr, String> {
+fn resolve(flag: &str, addr: &str) -> Result<SocketAddr, String> {
     addr.to_socket_addrs()
-        .map_err(|e| format!("--tcp-address={addr}: {e}"))?
+        .map_err(|e| format!("--{flag}={addr}: {e}"))?
         .next()
-        .ok_or_else(|| format!("--tcp-address={addr}: no address"))
+        .ok_or_else(|| format!("--{flag}={addr}: no address"))
 }
 
 fn start_executor(id: usize, cpu: usize, plan: ShardPlan) -> Result<JoinHandle<()>, String> {
@@ -221,10 +237,10 @@ fn wait_bound(
     rx: &mpsc::Receiver<StartReport>,
     shutdown: &AtomicBool,
     threads: &[JoinHandle<()>],
-) -> Result<SocketAddr, String> {
+) -> Result<(SocketAddr, Option<SocketAddr>), String> {
     loop {
-        if let StartReport::Bound(_, addr) = next_report(rx, shutdown, threads)? {
-            return Ok(addr);
+        if let StartReport::Bound(_, tcp, http) = next_report(rx, shutdown, threads)? {
+            return Ok((tcp, http));
         }
     }
 }

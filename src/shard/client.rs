@@ -16,6 +16,8 @@ use crate::protocol::frame;
 use crate::protocol::transport::Transport;
 use crate::wakeup::Wakeup;
 
+use super::client_meta::ClientMeta;
+
 /// Output above this many bytes pauses reading commands until the writer catches up.
 pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
 
@@ -39,6 +41,8 @@ pub struct ClientHandle {
     /// TLS and compression negotiated by IDENTIFY (plain until then).
     pub transport: Transport,
     writing: Cell<bool>,
+    /// Identity, state and publish counts for `/stats`.
+    pub meta: ClientMeta,
 }
 
 impl ClientHandle {
@@ -57,6 +61,7 @@ impl ClientHandle {
             next_heartbeat: Cell::new(now + heartbeat.unwrap_or_default()),
             transport: Transport::default(),
             writing: Cell::new(false),
+            meta: ClientMeta::new(remote),
         }
     }
 

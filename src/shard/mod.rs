@@ -2,13 +2,16 @@
 //! cores. Connections call the routing methods here without caring where a topic lives: work on
 //! an owned topic happens in place, work on another core's topic travels over the mesh.
 
+mod admin;
 pub mod client;
+pub mod client_meta;
 pub mod outbox;
 pub mod owner;
 pub mod reply;
+mod snapshot;
 pub mod storage;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,9 +24,10 @@ use rustc_hash::FxHashMap;
 use crate::broker::channel::{ConsumerId, ConsumerInfo};
 use crate::broker::message::Message;
 use crate::broker::topic::Topic;
-use crate::mesh::{ChannelOp, MeshMsg, PublishCmd, PublishOutcome, ReplyTo, owner_of};
+use crate::mesh::{AdminError, ChannelOp, MeshMsg, PublishCmd, PublishOutcome, ReplyTo, owner_of};
 use crate::protocol::errors::ProtocolError;
 use crate::settings::Settings;
+use crate::stats::ShardStats;
 use client::ClientHandle;
 use outbox::Outboxes;
 use reply::{PendingReplies, RemoteResult};
@@ -47,6 +51,10 @@ pub struct Shard {
     pending_subscribes: PendingReplies<RemoteResult>,
     pending_publishes: PendingReplies<PublishOutcome>,
     pending_barriers: PendingReplies<()>,
+    pending_admin: PendingReplies<Result<(), AdminError>>,
+    pending_stats: PendingReplies<Option<Box<ShardStats>>>,
+    /// HTTP connections open on this core (for `/metrics`).
+    pub http_connections: Cell<u64>,
     rng: RefCell<SmallRng>,
     /// Disk queues of the owned topics (when a data path is set).
     disk: Option<storage::ShardDisk>,
@@ -71,6 +79,9 @@ impl Shard {
             pending_subscribes: PendingReplies::default(),
             pending_publishes: PendingReplies::default(),
             pending_barriers: PendingReplies::default(),
+            pending_admin: PendingReplies::default(),
+            pending_stats: PendingReplies::default(),
+            http_connections: Cell::new(0),
             rng: RefCell::new(SmallRng::from_entropy()),
             disk: settings
                 .disk
@@ -294,6 +305,25 @@ impl Shard {
                     c.push_error(&error);
                 }
             }
+            MeshMsg::Admin { op, reply } => {
+                let result = self.apply_admin(op);
+                let token = reply.token;
+                self.outboxes
+                    .push(reply.shard, MeshMsg::AdminReply { token, result });
+            }
+            MeshMsg::AdminReply { token, result } => self.pending_admin.complete(token, result),
+            MeshMsg::Stats { filter, reply } => {
+                let stats = Box::new(self.stats_part(&filter));
+                let token = reply.token;
+                self.outboxes
+                    .push(reply.shard, MeshMsg::StatsReply { token, stats });
+            }
+            MeshMsg::StatsReply { token, stats } => self.pending_stats.complete(token, Some(stats)),
+            MeshMsg::CloseClient { conn } => {
+                if let Some(c) = self.clients.borrow().get(&conn) {
+                    c.close();
+                }
+            }
         }
     }
 
@@ -301,6 +331,8 @@ impl Shard {
     pub fn fail_pending(&self) {
         self.pending_subscribes.fail_all(|| Err("exiting".into()));
         self.pending_barriers.fail_all(|| ());
+        self.pending_admin.fail_all(|| Err(AdminError::Exiting));
+        self.pending_stats.fail_all(|| None);
         self.pending_publishes.fail_all(|| PublishOutcome {
             accepted: 0,
             error: Some("exiting".into()),

@@ -17,6 +17,38 @@ pub struct MeshCounters {
     pub batches_out: Cell<u64>,
     /// Messages received from other cores.
     pub messages_in: Cell<u64>,
+    /// Batches sent, by size class: entry `i` counts batches of at most `BATCH_SIZE_BOUNDS[i]`
+    /// messages (the last one: any size).
+    pub batch_sizes: [Cell<u64>; BATCH_SIZE_BOUNDS.len() + 1],
+}
+
+/// Upper bounds of the batch-size classes in [`MeshCounters::batch_sizes`] (`/metrics`).
+pub const BATCH_SIZE_BOUNDS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+
+impl MeshCounters {
+    fn count_batch(&self, n: u64) {
+        self.messages_out.set(self.messages_out.get() + n);
+        self.batches_out.set(self.batches_out.get() + 1);
+        let class = BATCH_SIZE_BOUNDS
+            .iter()
+            .position(|&b| n <= b)
+            .unwrap_or(BATCH_SIZE_BOUNDS.len());
+        let c = &self.batch_sizes[class];
+        c.set(c.get() + 1);
+    }
+
+    /// Sent batches by size as cumulative `(upper bound, count)` pairs; `u64::MAX` is `+Inf`.
+    pub fn batch_size_histogram(&self) -> Vec<(u64, u64)> {
+        let bounds = BATCH_SIZE_BOUNDS.iter().copied().chain([u64::MAX]);
+        let mut total = 0;
+        bounds
+            .zip(&self.batch_sizes)
+            .map(|(bound, c)| {
+                total += c.get();
+                (bound, total)
+            })
+            .collect()
+    }
 }
 
 /// One outbox per peer shard.
@@ -48,6 +80,11 @@ impl Outboxes {
         }
     }
 
+    /// Messages waiting in all outboxes (not yet handed to the mesh).
+    pub fn queued(&self) -> usize {
+        self.boxes.iter().map(|b| b.borrow().len()).sum()
+    }
+
     /// Stops the flushers.
     pub fn close(&self) {
         self.closed.set(true);
@@ -68,13 +105,7 @@ impl Outboxes {
             }
             std::mem::swap(&mut *self.boxes[peer].borrow_mut(), &mut spare);
             let batch = std::mem::take(&mut spare);
-            let n = batch.len() as u64;
-            self.counters
-                .messages_out
-                .set(self.counters.messages_out.get() + n);
-            self.counters
-                .batches_out
-                .set(self.counters.batches_out.get() + 1);
+            self.counters.count_batch(batch.len() as u64);
             if senders.send_to(peer, batch).await.is_err() {
                 return;
             }

@@ -19,7 +19,7 @@ impl Shard {
         });
     }
 
-    fn create_topic<'a>(
+    pub(super) fn create_topic<'a>(
         &self,
         topics: &'a mut std::collections::HashMap<String, Topic>,
         name: &str,
@@ -144,7 +144,7 @@ impl Shard {
     }
 
     /// Removes a channel; an ephemeral topic left without channels goes too.
-    fn delete_channel(
+    pub(super) fn delete_channel(
         &self,
         topics: &mut std::collections::HashMap<String, Topic>,
         topic: &str,

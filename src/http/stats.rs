@@ -1,0 +1,461 @@
+//! nsqd's `/stats` bodies rendered from the snapshot: the JSON document field for field (names,
+//! order, units, `null`s) and the text report line for line, as nsqd v1.3.0 writes them.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::HttpShared;
+use super::json;
+use crate::options::{format_go_duration, version_line};
+use crate::settings::NSQD_VERSION;
+use crate::shard::client::unix_seconds;
+use crate::stats::{ChannelStats, ClientView, NodeStats, ProcessFigures, PubCount, TopicStats};
+
+/// Health as `/stats` and `/ping` report it (no failing backend state is tracked yet).
+const HEALTH: &str = "OK";
+
+#[derive(Serialize)]
+struct StatsDoc<'a> {
+    version: &'static str,
+    health: &'static str,
+    start_time: i64,
+    topics: Option<Vec<TopicDoc<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<MemoryDoc>,
+    producers: Option<Vec<ClientDoc>>,
+}
+
+#[derive(Serialize)]
+struct TopicDoc<'a> {
+    topic_name: &'a str,
+    channels: Vec<ChannelDoc<'a>>,
+    depth: i64,
+    backend_depth: i64,
+    message_count: u64,
+    message_bytes: u64,
+    paused: bool,
+    e2e_processing_latency: LatencyDoc,
+}
+
+#[derive(Serialize)]
+struct ChannelDoc<'a> {
+    channel_name: &'a str,
+    depth: i64,
+    backend_depth: i64,
+    in_flight_count: u64,
+    deferred_count: u64,
+    message_count: u64,
+    requeue_count: u64,
+    timeout_count: u64,
+    client_count: u64,
+    clients: Option<Vec<ClientDoc>>,
+    paused: bool,
+    e2e_processing_latency: LatencyDoc,
+}
+
+/// E2E latency percentiles are not tracked (`--e2e-processing-latency-percentile` is refused),
+/// which nsqd reports as `{"count":0,"percentiles":null}`.
+#[derive(Serialize)]
+struct LatencyDoc {
+    count: u64,
+    percentiles: Option<Vec<()>>,
+}
+
+const NO_LATENCY: LatencyDoc = LatencyDoc {
+    count: 0,
+    percentiles: None,
+};
+
+#[derive(Serialize)]
+struct ClientDoc {
+    client_id: String,
+    hostname: String,
+    version: &'static str,
+    remote_address: String,
+    state: i32,
+    ready_count: u64,
+    in_flight_count: u64,
+    message_count: u64,
+    finish_count: u64,
+    requeue_count: u64,
+    connect_ts: i64,
+    sample_rate: i32,
+    deflate: bool,
+    snappy: bool,
+    user_agent: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub_counts: Vec<PubCountDoc>,
+    tls: bool,
+    tls_cipher_suite: &'static str,
+    tls_version: &'static str,
+    tls_negotiated_protocol: &'static str,
+    tls_negotiated_protocol_is_mutual: bool,
+}
+
+#[derive(Serialize)]
+struct PubCountDoc {
+    topic: String,
+    count: u64,
+}
+
+/// nsqd's Go memory block: the resident size stands in for the heap in use; the Go-specific
+/// figures (GC pauses and runs, heap objects) have no equivalent and are 0.
+#[derive(Serialize, Default)]
+struct MemoryDoc {
+    heap_objects: u64,
+    heap_idle_bytes: u64,
+    heap_in_use_bytes: u64,
+    heap_released_bytes: u64,
+    gc_pause_usec_100: u64,
+    gc_pause_usec_99: u64,
+    gc_pause_usec_95: u64,
+    next_gc_bytes: u64,
+    gc_total_runs: u32,
+}
+
+impl MemoryDoc {
+    fn from(p: &ProcessFigures) -> Self {
+        MemoryDoc {
+            heap_in_use_bytes: p.resident_bytes,
+            ..MemoryDoc::default()
+        }
+    }
+
+    fn rows(&self) -> [(&'static str, u64); 9] {
+        [
+            ("heap_objects", self.heap_objects),
+            ("heap_idle_bytes", self.heap_idle_bytes),
+            ("heap_in_use_bytes", self.heap_in_use_bytes),
+            ("heap_released_bytes", self.heap_released_bytes),
+            ("gc_pause_usec_100", self.gc_pause_usec_100),
+            ("gc_pause_usec_99", self.gc_pause_usec_99),
+            ("gc_pause_usec_95", self.gc_pause_usec_95),
+            ("next_gc_bytes", self.next_gc_bytes),
+            ("gc_total_runs", u64::from(self.gc_total_runs)),
+        ]
+    }
+}
+
+fn client_doc(c: ClientView) -> ClientDoc {
+    ClientDoc {
+        client_id: c.client_id,
+        hostname: c.hostname,
+        version: "V2",
+        remote_address: c.remote_address,
+        state: c.state,
+        ready_count: c.ready_count,
+        in_flight_count: c.in_flight_count,
+        message_count: c.message_count,
+        finish_count: c.finish_count,
+        requeue_count: c.requeue_count,
+        connect_ts: c.connect_ts,
+        sample_rate: c.sample_rate,
+        deflate: false,
+        snappy: false,
+        user_agent: c.user_agent,
+        pub_counts: c
+            .pub_counts
+            .into_iter()
+            .map(|PubCount { topic, count }| PubCountDoc { topic, count })
+            .collect(),
+        tls: false,
+        tls_cipher_suite: "",
+        tls_version: "",
+        tls_negotiated_protocol: "",
+        tls_negotiated_protocol_is_mutual: false,
+    }
+}
+
+fn channel_doc<'a>(node: &NodeStats, c: &'a ChannelStats) -> ChannelDoc<'a> {
+    ChannelDoc {
+        channel_name: &c.name,
+        depth: c.depth,
+        backend_depth: c.backend_depth,
+        in_flight_count: c.in_flight_count,
+        deferred_count: c.deferred_count,
+        message_count: c.message_count,
+        requeue_count: c.requeue_count,
+        timeout_count: c.timeout_count,
+        client_count: c.client_count,
+        clients: node.include_clients.then(|| {
+            c.consumers
+                .iter()
+                .map(|k| client_doc(node.consumer_view(k)))
+                .collect()
+        }),
+        paused: c.paused,
+        e2e_processing_latency: NO_LATENCY,
+    }
+}
+
+fn topic_doc<'a>(node: &NodeStats, t: &'a TopicStats) -> TopicDoc<'a> {
+    TopicDoc {
+        topic_name: &t.name,
+        channels: t.channels.iter().map(|c| channel_doc(node, c)).collect(),
+        depth: t.depth,
+        backend_depth: t.backend_depth,
+        message_count: t.message_count,
+        message_bytes: t.message_bytes,
+        paused: t.paused,
+        e2e_processing_latency: NO_LATENCY,
+    }
+}
+
+/// The `format=json` body; `process` is `None` without `include_mem`.
+pub fn json(node: &NodeStats, shared: &HttpShared, process: Option<&ProcessFigures>) -> Vec<u8> {
+    let doc = StatsDoc {
+        version: NSQD_VERSION,
+        health: HEALTH,
+        start_time: shared.start_unix(),
+        topics: node
+            .topics
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| topic_doc(node, t)).collect()),
+        memory: process.map(MemoryDoc::from),
+        producers: node
+            .producers()
+            .map(|ps| ps.into_iter().map(client_doc).collect()),
+    };
+    json::to_vec(&doc)
+}
+
+/// The default text report.
+pub fn text(node: &NodeStats, shared: &HttpShared, process: Option<&ProcessFigures>) -> String {
+    let mut w = String::with_capacity(1024);
+    let start = time::OffsetDateTime::from_unix_timestamp(shared.start_unix())
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    let _ = writeln!(w, "{}", version_line());
+    let _ = writeln!(w, "start_time {start}");
+    let _ = writeln!(
+        w,
+        "uptime {}",
+        format_go_duration(shared.started().elapsed())
+    );
+    let _ = writeln!(w, "\nHealth: {HEALTH}");
+    if let Some(p) = process {
+        w.push_str("\nMemory:\n");
+        for (name, value) in MemoryDoc::from(p).rows() {
+            let _ = writeln!(w, "   {name:<25}\t{value}");
+        }
+    }
+    let topics = node.topic_list();
+    if topics.is_empty() {
+        w.push_str("\nTopics: None\n");
+    } else {
+        w.push_str("\nTopics:");
+    }
+    let now = unix_seconds();
+    for t in topics {
+        let paused = if t.paused { "*P " } else { "   " };
+        let _ = writeln!(
+            w,
+            "\n{paused}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: ",
+            t.name, t.depth, t.backend_depth, t.message_count
+        );
+        for c in &t.channels {
+            let paused = if c.paused { "   *P " } else { "      " };
+            let _ = writeln!(
+                w,
+                "{paused}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} \
+                 re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: ",
+                c.name,
+                c.depth,
+                c.backend_depth,
+                c.in_flight_count,
+                c.deferred_count,
+                c.requeue_count,
+                c.timeout_count,
+                c.message_count
+            );
+            if node.include_clients {
+                for k in &c.consumers {
+                    let _ = writeln!(w, "        {}", client_line(&node.consumer_view(k), now));
+                }
+            }
+        }
+    }
+    match node.producers() {
+        None => w.push_str("\nProducers: None\n"),
+        Some(ps) => {
+            w.push_str("\nProducers:\n");
+            for p in ps {
+                let _ = writeln!(w, "   {}", client_line(&p, now));
+            }
+        }
+    }
+    w
+}
+
+/// nsqd's `ClientV2Stats.String()`: the producer form once a client has published.
+fn client_line(c: &ClientView, now: i64) -> String {
+    let port = c
+        .remote_address
+        .rsplit_once(':')
+        .map_or("", |(_, port)| port);
+    let id = format!("{}:{port} {}", c.hostname, c.user_agent);
+    let connected = format_go_duration(Duration::from_secs(
+        now.saturating_sub(c.connect_ts).max(0) as u64,
+    ));
+    if !c.pub_counts.is_empty() {
+        let total: u64 = c.pub_counts.iter().map(|p| p.count).sum();
+        let topics: Vec<String> = c
+            .pub_counts
+            .iter()
+            .map(|p| format!("{}={}", p.topic, p.count))
+            .collect();
+        return format!(
+            "[V2 {id:<21}] msgs: {total:<8} topics: {} connected: {connected}",
+            topics.join(",")
+        );
+    }
+    format!(
+        "[V2 {id:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} \
+         connected: {connected}",
+        c.state, c.in_flight_count, c.ready_count, c.finish_count, c.requeue_count, c.message_count
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Options;
+    use crate::stats::{ClientStats, ConsumerStats, ShardStats, StatsFilter};
+
+    fn snapshot() -> NodeStats {
+        let consumer = ConsumerStats {
+            conn: 2,
+            client_id: "cons".into(),
+            hostname: "h2".into(),
+            user_agent: "ua/2".into(),
+            remote_address: "127.0.0.1:51756".into(),
+            ready_count: 1,
+            in_flight_count: 1,
+            message_count: 1,
+            ..ConsumerStats::default()
+        };
+        let part = ShardStats {
+            topics: vec![
+                TopicStats {
+                    name: "t1".into(),
+                    message_count: 2,
+                    message_bytes: 11,
+                    channels: vec![ChannelStats {
+                        name: "ch1".into(),
+                        depth: 1,
+                        in_flight_count: 1,
+                        message_count: 2,
+                        client_count: 1,
+                        consumers: vec![consumer],
+                        ..ChannelStats::default()
+                    }],
+                    ..TopicStats::default()
+                },
+                TopicStats {
+                    name: "t2".into(),
+                    depth: 1,
+                    message_count: 1,
+                    message_bytes: 1,
+                    paused: true,
+                    ..TopicStats::default()
+                },
+            ],
+            clients: vec![
+                ClientStats {
+                    conn: 1,
+                    client_id: "pubber".into(),
+                    hostname: "h1".into(),
+                    user_agent: "ua/1".into(),
+                    remote_address: "127.0.0.1:51744".into(),
+                    pub_counts: vec![PubCount {
+                        topic: "t1".into(),
+                        count: 2,
+                    }],
+                    ..ClientStats::default()
+                },
+                ClientStats {
+                    conn: 2,
+                    client_id: "cons".into(),
+                    hostname: "h2".into(),
+                    user_agent: "ua/2".into(),
+                    remote_address: "127.0.0.1:51756".into(),
+                    state: 3,
+                    ..ClientStats::default()
+                },
+            ],
+            ..ShardStats::default()
+        };
+        NodeStats::merge(&StatsFilter::default(), vec![part])
+    }
+
+    #[test]
+    fn json_matches_nsqd_field_for_field() {
+        let shared = HttpShared::new(Options::default());
+        let body = String::from_utf8(json(&snapshot(), &shared, None)).unwrap();
+        let want = format!(
+            concat!(
+                r#"{{"version":"1.3.0","health":"OK","start_time":{},"topics":[{{"topic_name":"t1","#,
+                r#""channels":[{{"channel_name":"ch1","depth":1,"backend_depth":0,"in_flight_count":1,"#,
+                r#""deferred_count":0,"message_count":2,"requeue_count":0,"timeout_count":0,"#,
+                r#""client_count":1,"clients":[{{"client_id":"cons","hostname":"h2","version":"V2","#,
+                r#""remote_address":"127.0.0.1:51756","state":3,"ready_count":1,"in_flight_count":1,"#,
+                r#""message_count":1,"finish_count":0,"requeue_count":0,"connect_ts":0,"sample_rate":0,"#,
+                r#""deflate":false,"snappy":false,"user_agent":"ua/2","tls":false,"tls_cipher_suite":"","#,
+                r#""tls_version":"","tls_negotiated_protocol":"","tls_negotiated_protocol_is_mutual":false}}],"#,
+                r#""paused":false,"e2e_processing_latency":{{"count":0,"percentiles":null}}}}],"depth":0,"#,
+                r#""backend_depth":0,"message_count":2,"message_bytes":11,"paused":false,"#,
+                r#""e2e_processing_latency":{{"count":0,"percentiles":null}}}},{{"topic_name":"t2","#,
+                r#""channels":[],"depth":1,"backend_depth":0,"message_count":1,"message_bytes":1,"#,
+                r#""paused":true,"e2e_processing_latency":{{"count":0,"percentiles":null}}}}],"#,
+                r#""producers":[{{"client_id":"pubber","hostname":"h1","version":"V2","#,
+                r#""remote_address":"127.0.0.1:51744","state":0,"ready_count":0,"in_flight_count":0,"#,
+                r#""message_count":0,"finish_count":0,"requeue_count":0,"connect_ts":0,"sample_rate":0,"#,
+                r#""deflate":false,"snappy":false,"user_agent":"ua/1","pub_counts":[{{"topic":"t1","count":2}}],"#,
+                r#""tls":false,"tls_cipher_suite":"","tls_version":"","tls_negotiated_protocol":"","#,
+                r#""tls_negotiated_protocol_is_mutual":false}}]}}"#
+            ),
+            shared.start_unix()
+        );
+        assert_eq!(body, want);
+    }
+
+    #[test]
+    fn text_matches_nsqd_layout() {
+        let shared = HttpShared::new(Options::default());
+        let body = text(&snapshot(), &shared, Some(&ProcessFigures::default()));
+        let lines: Vec<&str> = body.lines().collect();
+        assert!(lines[0].starts_with("nsqd v1.3.0 (built w/"));
+        assert!(lines[1].starts_with("start_time "));
+        assert!(lines[2].starts_with("uptime "));
+        assert_eq!(lines[4], "Health: OK");
+        assert_eq!(lines[6], "Memory:");
+        assert_eq!(lines[7], "   heap_objects             \t0");
+        let rest = &body[body.find("\nTopics:").unwrap()..];
+        let now_connected = |s: &str| s.replace(&format!("connected: {}", "0s"), "connected: X");
+        let got = rest
+            .lines()
+            .map(|l| match l.find("connected: ") {
+                Some(i) => format!("{}connected: X", &l[..i]),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let want = "
+Topics:
+   [t1             ] depth: 0     be-depth: 0     msgs: 2        e2e%: 
+      [ch1                      ] depth: 1     be-depth: 0     inflt: 1    def: 0    re-q: 0     timeout: 0     msgs: 2        e2e%: 
+        [V2 h2:51756 ua/2        ] state: 3 inflt: 1    rdy: 1    fin: 0        re-q: 0        msgs: 1        connected: X
+
+*P [t2             ] depth: 1     be-depth: 0     msgs: 1        e2e%: 
+
+Producers:
+   [V2 h1:51744 ua/1        ] msgs: 2        topics: t1=2 connected: X";
+        assert_eq!(now_connected(&got), want);
+    }
+}

@@ -1,0 +1,507 @@
+//! The one stats snapshot: what each shard reports of the topics it owns and the connections it
+//! serves, merged into one node-wide view. `/stats` (JSON and text), `/metrics` and (later)
+//! statsd all render this snapshot; none of them reads live broker state.
+//!
+//! A shard's part ([`ShardStats`]) is plain data so it can cross cores in one mesh message.
+//! Consumers are reported by the topic's owner (RDY, in-flight and the other delivery counters
+//! live in the channel); identity, state and publish counts by the connection's own shard. The
+//! merge ([`NodeStats::merge`]) joins the two by connection ID, as nsqd's single process sees
+//! them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+/// nsqd's client `state` after SUB.
+pub const STATE_SUBSCRIBED: i32 = 3;
+
+/// What a `/stats` request asks for (nsqd's `topic`, `channel` and `include_clients`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsFilter {
+    /// Only this topic (nsqd treats an empty value as no filter).
+    pub topic: Option<String>,
+    /// Only this channel of each topic; topics without it are left out.
+    pub channel: Option<String>,
+    /// Whether to list consumers and producers.
+    pub include_clients: bool,
+}
+
+impl Default for StatsFilter {
+    fn default() -> Self {
+        StatsFilter {
+            topic: None,
+            channel: None,
+            include_clients: true,
+        }
+    }
+}
+
+impl StatsFilter {
+    /// Whether topic `name` passes the topic filter.
+    pub fn wants_topic(&self, name: &str) -> bool {
+        self.topic.as_deref().is_none_or(|t| t == name)
+    }
+}
+
+/// One topic as its owner sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicStats {
+    /// Topic name.
+    pub name: String,
+    /// Messages waiting in the topic itself (memory and disk).
+    pub depth: i64,
+    /// Of which on disk.
+    pub backend_depth: i64,
+    /// Messages accepted.
+    pub message_count: u64,
+    /// Bytes of bodies accepted.
+    pub message_bytes: u64,
+    /// Paused topics fan out to no channel.
+    pub paused: bool,
+    /// Channels passing the filter, by name.
+    pub channels: Vec<ChannelStats>,
+}
+
+/// One channel.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChannelStats {
+    /// Channel name.
+    pub name: String,
+    /// Messages waiting (memory and disk; not in-flight, not deferred).
+    pub depth: i64,
+    /// Of which on disk.
+    pub backend_depth: i64,
+    /// Delivered, not yet finished.
+    pub in_flight_count: u64,
+    /// Waiting for a DPUB deferral or REQ delay.
+    pub deferred_count: u64,
+    /// Messages put into the channel.
+    pub message_count: u64,
+    /// REQs.
+    pub requeue_count: u64,
+    /// In-flight timeouts.
+    pub timeout_count: u64,
+    /// Subscribed connections (counted even without `include_clients`).
+    pub client_count: u64,
+    /// Paused channels deliver to no client.
+    pub paused: bool,
+    /// The subscribed connections (empty without `include_clients`).
+    pub consumers: Vec<ConsumerStats>,
+}
+
+/// A subscribed connection as its channel sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Core serving the connection.
+    pub shard: usize,
+    /// Process-wide connection ID.
+    pub conn: u64,
+    /// IDENTIFY `client_id` at SUB time.
+    pub client_id: String,
+    /// IDENTIFY `hostname` at SUB time.
+    pub hostname: String,
+    /// IDENTIFY `user_agent` at SUB time.
+    pub user_agent: String,
+    /// `ip:port` of the peer.
+    pub remote_address: String,
+    /// Unix seconds at connect.
+    pub connect_ts: i64,
+    /// IDENTIFY `sample_rate`.
+    pub sample_rate: i32,
+    /// Current RDY.
+    pub ready_count: u64,
+    /// Its messages in flight.
+    pub in_flight_count: u64,
+    /// Messages delivered to it.
+    pub message_count: u64,
+    /// Its FINs.
+    pub finish_count: u64,
+    /// Its REQs.
+    pub requeue_count: u64,
+}
+
+/// How many messages a connection published to one topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PubCount {
+    /// Topic name.
+    pub topic: String,
+    /// Messages published (an MPUB counts each message).
+    pub count: u64,
+}
+
+/// A connection as its own shard sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Process-wide connection ID.
+    pub conn: u64,
+    /// IDENTIFY `client_id` (the remote host before IDENTIFY).
+    pub client_id: String,
+    /// IDENTIFY `hostname` (the remote host before IDENTIFY).
+    pub hostname: String,
+    /// IDENTIFY `user_agent`.
+    pub user_agent: String,
+    /// `ip:port` of the peer.
+    pub remote_address: String,
+    /// Unix seconds at connect.
+    pub connect_ts: i64,
+    /// IDENTIFY `sample_rate`.
+    pub sample_rate: i32,
+    /// nsqd's state number: 0 init, 3 subscribed, 4 closing.
+    pub state: i32,
+    /// Messages published, per topic (sorted by topic).
+    pub pub_counts: Vec<PubCount>,
+}
+
+/// Per-core figures nsqd cannot have: connections and mesh traffic of one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardFigures {
+    /// Core index.
+    pub shard: usize,
+    /// V2 (TCP) connections served by this core.
+    pub tcp_connections: u64,
+    /// Of which have published at least once.
+    pub producers: u64,
+    /// HTTP connections served by this core.
+    pub http_connections: u64,
+    /// Topics owned by this core.
+    pub topics: u64,
+    /// Channels of those topics.
+    pub channels: u64,
+    /// Messages sent to other cores.
+    pub mesh_messages_out: u64,
+    /// Mesh items (batches) sent to other cores.
+    pub mesh_batches_out: u64,
+    /// Messages received from other cores.
+    pub mesh_messages_in: u64,
+    /// Messages waiting in this core's outboxes right now.
+    pub mesh_outbox_depth: u64,
+    /// Sent batches by size: (upper bound, batches of at most that size), cumulative.
+    pub mesh_batch_sizes: Vec<(u64, u64)>,
+}
+
+/// One shard's part of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardStats {
+    /// Owned topics passing the filter, by name.
+    pub topics: Vec<TopicStats>,
+    /// Whether the filter's topic exists here (always false without a topic filter).
+    pub topic_found: bool,
+    /// Connections served by this shard (empty without `include_clients`).
+    pub clients: Vec<ClientStats>,
+    /// Connection and mesh figures.
+    pub figures: ShardFigures,
+}
+
+/// A connection as `/stats` lists it, channel-side and home-side figures joined.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientView {
+    /// IDENTIFY `client_id`.
+    pub client_id: String,
+    /// IDENTIFY `hostname`.
+    pub hostname: String,
+    /// `ip:port` of the peer.
+    pub remote_address: String,
+    /// nsqd's state number.
+    pub state: i32,
+    /// Current RDY.
+    pub ready_count: u64,
+    /// Messages in flight.
+    pub in_flight_count: u64,
+    /// Messages delivered.
+    pub message_count: u64,
+    /// FINs.
+    pub finish_count: u64,
+    /// REQs.
+    pub requeue_count: u64,
+    /// Unix seconds at connect.
+    pub connect_ts: i64,
+    /// IDENTIFY `sample_rate`.
+    pub sample_rate: i32,
+    /// IDENTIFY `user_agent`.
+    pub user_agent: String,
+    /// nsqd lists at most one entry: the filtered topic's, else the first.
+    pub pub_counts: Vec<PubCount>,
+}
+
+/// The node-wide snapshot every renderer reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeStats {
+    /// Topics by name; `None` when a topic filter names no existing topic (nsqd's `null`).
+    pub topics: Option<Vec<TopicStats>>,
+    /// Whether consumers and producers were asked for.
+    pub include_clients: bool,
+    /// The topic filter (it also narrows `pub_counts`).
+    pub topic_filter: Option<String>,
+    /// Home-side connection records by ID.
+    pub clients: BTreeMap<u64, ClientStats>,
+    /// Per-core figures, by core index.
+    pub shards: Vec<ShardFigures>,
+}
+
+impl NodeStats {
+    /// Joins the parts of every shard (in any order) into one snapshot.
+    pub fn merge(filter: &StatsFilter, parts: Vec<ShardStats>) -> NodeStats {
+        let mut topics = Vec::new();
+        let mut found = false;
+        let mut clients = BTreeMap::new();
+        let mut shards = Vec::with_capacity(parts.len());
+        for part in parts {
+            found |= part.topic_found;
+            topics.extend(part.topics);
+            for c in part.clients {
+                clients.insert(c.conn, c);
+            }
+            shards.push(part.figures);
+        }
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        shards.sort_by_key(|s| s.shard);
+        NodeStats {
+            topics: (filter.topic.is_none() || found).then_some(topics),
+            include_clients: filter.include_clients,
+            topic_filter: filter.topic.clone(),
+            clients,
+            shards,
+        }
+    }
+
+    /// The topics, empty when `None`.
+    pub fn topic_list(&self) -> &[TopicStats] {
+        self.topics.as_deref().unwrap_or_default()
+    }
+
+    /// A channel's consumer as nsqd lists it: delivery counters from the channel, identity,
+    /// state and publish counts from the connection's shard.
+    pub fn consumer_view(&self, c: &ConsumerStats) -> ClientView {
+        let home = self.clients.get(&c.conn);
+        ClientView {
+            client_id: home.map_or(&c.client_id, |h| &h.client_id).clone(),
+            hostname: home.map_or(&c.hostname, |h| &h.hostname).clone(),
+            remote_address: c.remote_address.clone(),
+            state: home.map_or(STATE_SUBSCRIBED, |h| h.state),
+            ready_count: c.ready_count,
+            in_flight_count: c.in_flight_count,
+            message_count: c.message_count,
+            finish_count: c.finish_count,
+            requeue_count: c.requeue_count,
+            connect_ts: c.connect_ts,
+            sample_rate: c.sample_rate,
+            user_agent: home.map_or(&c.user_agent, |h| &h.user_agent).clone(),
+            pub_counts: home.map_or_else(Vec::new, |h| self.listed_pub_counts(h)),
+        }
+    }
+
+    /// nsqd's `producers`: every connection that has published, by connection ID; `None`
+    /// (nsqd's `null`) without `include_clients` or when there is none.
+    pub fn producers(&self) -> Option<Vec<ClientView>> {
+        if !self.include_clients {
+            return None;
+        }
+        let consumers: FxHashMap<u64, &ConsumerStats> = self
+            .topic_list()
+            .iter()
+            .flat_map(|t| &t.channels)
+            .flat_map(|c| &c.consumers)
+            .map(|c| (c.conn, c))
+            .collect();
+        let list: Vec<ClientView> = self
+            .clients
+            .values()
+            .filter(|c| !c.pub_counts.is_empty())
+            .map(|c| match consumers.get(&c.conn) {
+                Some(consumer) => self.consumer_view(consumer),
+                None => ClientView {
+                    client_id: c.client_id.clone(),
+                    hostname: c.hostname.clone(),
+                    remote_address: c.remote_address.clone(),
+                    state: c.state,
+                    connect_ts: c.connect_ts,
+                    sample_rate: c.sample_rate,
+                    user_agent: c.user_agent.clone(),
+                    pub_counts: self.listed_pub_counts(c),
+                    ..ClientView::default()
+                },
+            })
+            .collect();
+        (!list.is_empty()).then_some(list)
+    }
+
+    /// nsqd stops after one `pub_counts` entry: the filtered topic's, else the first.
+    fn listed_pub_counts(&self, c: &ClientStats) -> Vec<PubCount> {
+        c.pub_counts
+            .iter()
+            .find(|p| self.topic_filter.as_deref().is_none_or(|t| t == p.topic))
+            .cloned()
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Process figures read from `/proc` and `getrusage` (nsqd's Go memory block has no Rust
+/// equivalent; `/stats` reports the resident size as `heap_in_use_bytes` and zeros elsewhere).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessFigures {
+    /// Resident set size in bytes.
+    pub resident_bytes: u64,
+    /// Virtual memory size in bytes.
+    pub virtual_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// The open-file soft limit.
+    pub max_fds: u64,
+    /// User plus system CPU time.
+    pub cpu: Duration,
+    /// OS threads.
+    pub threads: u64,
+}
+
+impl ProcessFigures {
+    /// Reads this process's figures; unreadable ones are zero.
+    pub fn read() -> ProcessFigures {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |key: &str| status_field(&status, key).map_or(0, |v| v * 1024);
+        let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+        let max_fds = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(0, |(soft, _)| soft);
+        let cpu = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+            .map_or(Duration::ZERO, |u| {
+                timeval(u.user_time()) + timeval(u.system_time())
+            });
+        ProcessFigures {
+            resident_bytes: kib("VmRSS:"),
+            virtual_bytes: kib("VmSize:"),
+            open_fds,
+            max_fds,
+            cpu,
+            threads: status_field(&status, "Threads:").unwrap_or(0),
+        }
+    }
+}
+
+fn timeval(t: nix::sys::time::TimeVal) -> Duration {
+    Duration::from_secs(t.tv_sec().max(0) as u64) + Duration::from_micros(t.tv_usec().max(0) as u64)
+}
+
+/// The number after `key` in a `/proc/<pid>/status` text.
+fn status_field(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consumer(conn: u64) -> ConsumerStats {
+        ConsumerStats {
+            conn,
+            client_id: "sub-time".into(),
+            ready_count: 5,
+            in_flight_count: 2,
+            ..ConsumerStats::default()
+        }
+    }
+
+    fn topic(name: &str, consumers: Vec<ConsumerStats>) -> TopicStats {
+        TopicStats {
+            name: name.into(),
+            channels: vec![ChannelStats {
+                name: "c".into(),
+                client_count: consumers.len() as u64,
+                consumers,
+                ..ChannelStats::default()
+            }],
+            ..TopicStats::default()
+        }
+    }
+
+    fn client(conn: u64, pubs: &[(&str, u64)]) -> ClientStats {
+        ClientStats {
+            conn,
+            client_id: format!("home-{conn}"),
+            state: 3,
+            pub_counts: pubs
+                .iter()
+                .map(|(t, n)| PubCount {
+                    topic: t.to_string(),
+                    count: *n,
+                })
+                .collect(),
+            ..ClientStats::default()
+        }
+    }
+
+    #[test]
+    fn merge_sorts_topics_and_joins_clients_across_shards() {
+        let filter = StatsFilter::default();
+        let a = ShardStats {
+            topics: vec![topic("zeta", vec![consumer(7)])],
+            clients: vec![client(9, &[("alpha", 2), ("zeta", 1)])],
+            figures: ShardFigures {
+                shard: 1,
+                ..ShardFigures::default()
+            },
+            ..ShardStats::default()
+        };
+        let b = ShardStats {
+            topics: vec![topic("alpha", vec![])],
+            clients: vec![client(7, &[])],
+            ..ShardStats::default()
+        };
+        let node = NodeStats::merge(&filter, vec![a, b]);
+        let names: Vec<_> = node.topic_list().iter().map(|t| &t.name).collect();
+        assert_eq!(names, ["alpha", "zeta"]);
+        assert_eq!(node.shards[0].shard, 0);
+        let view = node.consumer_view(&node.topic_list()[1].channels[0].consumers[0]);
+        assert_eq!(
+            view.client_id, "home-7",
+            "identity comes from the home shard"
+        );
+        assert_eq!((view.ready_count, view.in_flight_count), (5, 2));
+        let producers = node.producers().unwrap();
+        assert_eq!(producers.len(), 1);
+        assert_eq!(producers[0].pub_counts.len(), 1, "nsqd lists one entry");
+        assert_eq!(producers[0].pub_counts[0].topic, "alpha");
+    }
+
+    #[test]
+    fn missing_filtered_topic_is_null_and_clients_can_be_left_out() {
+        let filter = StatsFilter {
+            topic: Some("nope".into()),
+            channel: None,
+            include_clients: false,
+        };
+        let node = NodeStats::merge(&filter, vec![ShardStats::default()]);
+        assert_eq!(node.topics, None);
+        assert_eq!(node.producers(), None);
+        let filter = StatsFilter {
+            topic: Some("t".into()),
+            ..StatsFilter::default()
+        };
+        let found = ShardStats {
+            topic_found: true,
+            clients: vec![client(1, &[("other", 1), ("t", 4)])],
+            ..ShardStats::default()
+        };
+        let node = NodeStats::merge(&filter, vec![found]);
+        assert_eq!(
+            node.topics,
+            Some(vec![]),
+            "found but filtered out by channel"
+        );
+        assert_eq!(node.producers().unwrap()[0].pub_counts[0].count, 4);
+    }
+
+    #[test]
+    fn process_figures_are_read() {
+        let p = ProcessFigures::read();
+        assert!(p.resident_bytes > 0);
+        assert!(p.open_fds > 0);
+        assert!(p.threads >= 1);
+    }
+}
