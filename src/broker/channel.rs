@@ -483,6 +483,9 @@ impl Channel {
         for c in &mut self.consumers {
             c.in_flight_count = 0;
         }
+        if let Some(disk) = &self.disk {
+            disk.empty();
+        }
     }
 }
 

@@ -187,6 +187,9 @@ impl Topic {
     /// Drops the topic's own backlog (nsqd's topic empty).
     pub fn empty(&mut self) {
         self.backlog.clear();
+        if let Some(disk) = &self.disk {
+            disk.empty();
+        }
     }
 
     /// Shutdown: moves the backlog and every channel's memory, in-flight and deferred

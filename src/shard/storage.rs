@@ -64,13 +64,24 @@ impl ShardDisk {
         let covered = self.registry.round_start();
         let mut failure = None;
         let mut read_any = false;
-        for backlog in self.registry.all() {
+        for (backlog, owned) in self.registry.all() {
             let name = backlog.name().to_string();
             let existing = self.io.borrow_mut().remove(&name);
+            let emptied = backlog.take_empty_request();
             let mut io = match existing {
                 Some(io) => io,
                 None => QueueIo::load(self.cfg.clone(), backlog).await,
             };
+            if !owned {
+                // Its topic or channel was deleted: so are its files, as in nsqd.
+                io.delete_files().await;
+                self.registry.remove(&name);
+                self.registry.metadata_changed();
+                continue;
+            }
+            if emptied {
+                io.empty().await;
+            }
             match io.step(force_sync).await {
                 Ok(r) => read_any |= r,
                 Err(e) => {
@@ -108,13 +119,21 @@ impl ShardDisk {
         self.closed.set(true);
         let covered = self.registry.round_start();
         let mut failure = None;
-        for backlog in self.registry.all() {
+        for (backlog, owned) in self.registry.all() {
             let name = backlog.name().to_string();
             let existing = self.io.borrow_mut().remove(&name);
-            let io = match existing {
+            let emptied = backlog.take_empty_request();
+            let mut io = match existing {
                 Some(io) => io,
                 None => QueueIo::load(self.cfg.clone(), backlog).await,
             };
+            if !owned {
+                io.delete_files().await;
+                continue;
+            }
+            if emptied {
+                io.empty().await;
+            }
             if let Err(e) = io.close().await {
                 tracing::error!("DISKQUEUE({name}): failed to close - {e}");
                 failure = Some(e);
@@ -216,7 +235,8 @@ impl Shard {
             if disk.round(force).await {
                 self.pump_from_disk();
             }
-            if disk.registry.take_metadata_changed() {
+            // Creations and deletions flag a change; pauses are caught by the periodic check.
+            if disk.registry.take_metadata_changed() || force {
                 disk.write_metadata(self.id, self.metadata()).await;
             }
         }

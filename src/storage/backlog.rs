@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
 use crate::broker::message::Message;
@@ -31,14 +31,31 @@ struct Buffers {
     consumed: Option<Position>,
     /// Records taken since the storage task last looked (for `--sync-every`).
     taken: u64,
+    /// The broker emptied the queue; the storage task drops its files.
+    empty_requested: bool,
 }
 
-/// One disk queue as the broker sees it. Cheap to clone (shared with the storage task).
-#[derive(Debug, Clone)]
+/// One disk queue as the broker sees it. Cheap to clone (shared with the storage task); a
+/// clone does not carry ownership, only the handle [`Registry::open`] returned does.
+#[derive(Debug)]
 pub struct DiskBacklog {
     name: Rc<str>,
     buffers: Rc<RefCell<Buffers>>,
     registry: Rc<RegistryCore>,
+    /// Held only by the topic or channel that opened the queue: once it is dropped (the
+    /// topic or channel was deleted), the storage task deletes the queue's files.
+    _owner: Option<Rc<()>>,
+}
+
+impl Clone for DiskBacklog {
+    fn clone(&self) -> Self {
+        DiskBacklog {
+            name: self.name.clone(),
+            buffers: self.buffers.clone(),
+            registry: self.registry.clone(),
+            _owner: None,
+        }
+    }
 }
 
 impl DiskBacklog {
@@ -77,6 +94,24 @@ impl DiskBacklog {
     /// (`--durable-ack`): then memory is bypassed.
     pub fn durable(&self) -> bool {
         self.registry.durable_writes
+    }
+
+    /// nsqd's empty: drops every queued record now; the storage task deletes the files.
+    pub fn empty(&self) {
+        let mut b = self.buffers.borrow_mut();
+        b.pending.clear();
+        b.pending_count = 0;
+        b.ready.clear();
+        b.depth = 0;
+        b.consumed = None;
+        b.empty_requested = true;
+        drop(b);
+        self.registry.poke();
+    }
+
+    /// For the storage task: whether the broker emptied the queue since the last call.
+    pub fn take_empty_request(&self) -> bool {
+        std::mem::take(&mut self.buffers.borrow_mut().empty_requested)
     }
 
     /// Records in the queue (nsqd's `backend_depth`).
@@ -172,7 +207,8 @@ impl RegistryCore {
 #[derive(Debug, Default)]
 pub struct Registry {
     core: Rc<RegistryCore>,
-    queues: RefCell<BTreeMap<String, DiskBacklog>>,
+    /// Each queue with a weak link to its owner's token (see [`DiskBacklog`]).
+    queues: RefCell<BTreeMap<String, (DiskBacklog, Weak<()>)>>,
 }
 
 impl Registry {
@@ -193,22 +229,39 @@ impl Registry {
         if !queues.contains_key(name) {
             self.core.opened.set(true);
         }
-        let q = queues
-            .entry(name.to_string())
-            .or_insert_with(|| DiskBacklog {
+        let (shared, weak) = queues.entry(name.to_string()).or_insert_with(|| {
+            let q = DiskBacklog {
                 name: Rc::from(name),
                 buffers: Rc::default(),
                 registry: self.core.clone(),
-            });
-        let q = q.clone();
+                _owner: None,
+            };
+            (q, Weak::new())
+        });
+        let owner = Rc::new(());
+        *weak = Rc::downgrade(&owner);
+        let mut q = shared.clone();
+        q._owner = Some(owner);
         drop(queues);
         self.core.poke();
         q
     }
 
-    /// Every open backlog.
-    pub fn all(&self) -> Vec<DiskBacklog> {
-        self.queues.borrow().values().cloned().collect()
+    /// Every open backlog, and whether its topic or channel still exists.
+    pub fn all(&self) -> Vec<(DiskBacklog, bool)> {
+        self.queues
+            .borrow()
+            .values()
+            .map(|(q, owner)| (q.clone(), owner.strong_count() > 0))
+            .collect()
+    }
+
+    /// Forgets a queue whose topic or channel was deleted (its files are gone).
+    pub fn remove(&self, name: &str) {
+        let mut queues = self.queues.borrow_mut();
+        if queues.get(name).is_some_and(|(_, o)| o.strong_count() == 0) {
+            queues.remove(name);
+        }
     }
 
     /// Waits until some backlog changed since the last call (or `stop()` holds).
@@ -349,6 +402,7 @@ mod tests {
         assert!(q.pop().is_none());
         assert_eq!(q.depth(), 0);
         assert_eq!(r.all().len(), 1, "open is idempotent per name");
+        assert!(r.all()[0].1, "owned while the handle lives");
         assert_eq!(r.open("t:c").depth(), 0);
         assert_eq!(r.all().len(), 1);
     }

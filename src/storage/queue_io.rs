@@ -468,6 +468,36 @@ impl QueueIo {
         self.dirty = true;
     }
 
+    /// Deletes the segments from the read file to the write file, and the meta file.
+    async fn remove_files(&mut self) {
+        self.write_file = None;
+        self.read_file = None;
+        for num in self.read.file_num.min(self.next_read.file_num)..=self.write.file_num {
+            let _ = glommio::io::remove(self.segment(num)).await;
+        }
+        let _ = glommio::io::remove(meta_path(&self.cfg.dir, self.backlog.name())).await;
+    }
+
+    /// nsqd's diskqueue empty: files deleted, writing continues in the next file number,
+    /// the meta file reappears at the next sync.
+    pub async fn empty(&mut self) {
+        self.remove_files().await;
+        let next = Position {
+            file_num: self.write.file_num + 1,
+            pos: 0,
+        };
+        (self.read, self.next_read, self.write) = (next, next, next);
+        self.backlog.set_depth(self.backlog.pending_count());
+        self.dirty = false;
+        tracing::info!("DISKQUEUE({}): emptied", self.name());
+    }
+
+    /// The queue's topic or channel was deleted: remove every file.
+    pub async fn delete_files(mut self) {
+        self.remove_files().await;
+        tracing::info!("DISKQUEUE({}): deleted", self.name());
+    }
+
     /// fsync the current segment and rewrite the meta file.
     pub async fn sync(&mut self) -> IoResult<()> {
         if let Some(f) = &self.write_file {
@@ -638,6 +668,41 @@ mod tests {
             io.close().await.unwrap();
         });
         assert!(bad_path(&segment_path(&dir, "t", 0)).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn empty_deletes_files_and_writing_continues_in_the_next_file() {
+        let dir = temp_dir();
+        let d = dir.clone();
+        run(async move {
+            let reg = Registry::default();
+            let q = reg.open("t");
+            let mut io = QueueIo::load(cfg(&d, 1 << 20), q.clone()).await;
+            q.push(&msg(0));
+            q.push(&msg(1));
+            io.step(true).await.unwrap();
+            assert!(segment_path(&d, "t", 0).exists());
+            q.empty();
+            assert!(q.take_empty_request());
+            io.empty().await;
+            assert_eq!(q.depth(), 0);
+            assert!(!segment_path(&d, "t", 0).exists());
+            assert!(!meta_path(&d, "t").exists());
+            q.push(&msg(2));
+            io.step(true).await.unwrap();
+            assert_eq!(drain(&q), vec![msg(2)]);
+            assert!(segment_path(&d, "t", 1).exists());
+            io.close().await.unwrap();
+            let reg2 = Registry::default();
+            let q2 = reg2.open("gone");
+            let io2 = QueueIo::load(cfg(&d, 1 << 20), q2.clone()).await;
+            q2.push(&msg(3));
+            drop(q2);
+            assert!(!reg2.all()[0].1, "the owner dropped its handle");
+            io2.delete_files().await;
+        });
+        assert!(!meta_path(&dir, "gone").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
