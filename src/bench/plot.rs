@@ -10,8 +10,8 @@ use super::args::PlotArgs;
 use super::results::{RAW_LABEL, Row, labels, raw_for, read_csv};
 use super::summary;
 
-/// Chart size in pixels.
-const SIZE: (u32, u32) = (1280, 720);
+/// Chart size in pixels: wide enough for 16 unrotated category labels.
+const SIZE: (u32, u32) = (1600, 720);
 /// Series colours, in label order.
 const PALETTE: [RGBColor; 5] = [
     RGBColor(31, 119, 180),
@@ -118,9 +118,11 @@ fn bars_for(
         }
     }
     Some(Bars {
-        title: format!("{mode}: {y_desc}"),
+        title: format!(
+            "{mode}: {y_desc} (B = body bytes, M100 = MPUB of 100, c = connections, x = cores)"
+        ),
         y_desc: y_desc.into(),
-        categories: mine.iter().map(|r| r.describe()).collect(),
+        categories: mine.iter().map(|r| short_label(r)).collect(),
         series,
     })
 }
@@ -144,9 +146,28 @@ fn connections_chart(rows: &[Row], ours: &str) -> Option<Bars> {
         }
     }
     chart.map(|mut c| {
-        c.title = "connections sweep: messages/s".into();
+        c.title = "connections sweep (MPUB 100 x 200 B): messages/s".into();
         c
     })
+}
+
+/// A category label short enough to sit under its bars: size, batch, connections, cores.
+fn short_label(r: &Row) -> String {
+    let batch = match r.get("batch") {
+        "1" | "" => "PUB".to_string(),
+        b => format!("M{b}"),
+    };
+    let mode = if r.get("tag") == "conn" {
+        format!("{} ", r.get("mode"))
+    } else {
+        String::new()
+    };
+    format!(
+        "{mode}{}B {batch} c{} x{}",
+        r.get("size"),
+        r.get("connections"),
+        r.get("cores")
+    )
 }
 
 fn draw_bars(path: &Path, bars: &Bars) -> Result<(), String> {
@@ -160,13 +181,21 @@ fn draw_bars(path: &Path, bars: &Bars) -> Result<(), String> {
         .flat_map(|(_, v)| v.iter().flatten())
         .fold(0.0f64, |a, &b| a.max(b))
         .max(1.0)
-        * 1.1;
+        * 1.5;
+    let ymin = bars
+        .series
+        .iter()
+        .flat_map(|(_, v)| v.iter().flatten())
+        .fold(f64::MAX, |a, &b| if b > 0.0 { a.min(b) } else { a })
+        .min(ymax / 10.0)
+        / 2.0;
     let mut chart = ChartBuilder::on(&root)
         .caption(&bars.title, ("sans-serif", 22))
         .margin(12)
-        .x_label_area_size(170)
+        .x_label_area_size(40)
         .y_label_area_size(90)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax)
+        // Log scale: one chart spans 64 B and 16 KiB messages, orders of magnitude apart.
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (ymin..ymax).log_scale())
         .map_err(|e| err(&e))?;
     let cats = bars.categories.clone();
     chart
@@ -181,12 +210,8 @@ fn draw_bars(path: &Path, bars: &Bars) -> Result<(), String> {
                 String::new()
             }
         })
-        .x_label_style(
-            ("sans-serif", 12)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
-        .y_desc(bars.y_desc.as_str())
+        .x_label_style(("sans-serif", 11))
+        .y_desc(format!("{} (log scale)", bars.y_desc))
         .y_label_formatter(&|v| human(*v))
         .draw()
         .map_err(|e| err(&e))?;
@@ -197,7 +222,10 @@ fn draw_bars(path: &Path, bars: &Bars) -> Result<(), String> {
         let rects = values.iter().enumerate().filter_map(move |(i, v)| {
             let v = (*v)?;
             let x0 = i as f64 - 0.4 + s as f64 * width;
-            Some(Rectangle::new([(x0, 0.0), (x0 + width, v)], color.filled()))
+            Some(Rectangle::new(
+                [(x0, ymin), (x0 + width, v)],
+                color.filled(),
+            ))
         });
         chart
             .draw_series(rects)
@@ -260,10 +288,16 @@ fn draw_latency(path: &Path, rows: &[Row]) -> Result<(), String> {
         .y_desc("microseconds")
         .draw()
         .map_err(|e| err(&e))?;
-    for (n, r) in runs.iter().enumerate() {
-        let color = PALETTE[n % PALETTE.len()];
-        let style = if r.get("label") == RAW_LABEL || n % 2 == 0 {
-            color.stroke_width(2)
+    let mut levels: Vec<&str> = runs.iter().map(|r| r.get("tag")).collect();
+    levels.sort();
+    levels.dedup();
+    let first_label = runs.first().map(|r| r.get("label")).unwrap_or("");
+    for r in &runs {
+        let level = levels.iter().position(|l| *l == r.get("tag")).unwrap_or(0);
+        let color = PALETTE[level % PALETTE.len()];
+        // One colour per load level; the broker under test drawn thick, the other thin.
+        let style = if r.get("label") == first_label {
+            color.stroke_width(3)
         } else {
             color.stroke_width(1)
         };
