@@ -568,3 +568,84 @@ fn nsqd_dat_is_rewritten_when_topics_and_channels_are_created_so_kill_9_keeps_th
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn http_post(b: &Broker, path: &str) -> u16 {
+    let addr = b.http.expect("HTTP listener");
+    match ureq::post(&format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(5))
+        .call()
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+#[test]
+fn pause_state_survives_a_restart() {
+    if !common::http_supported() {
+        eprintln!("no HTTP in this build; skipped");
+        return;
+    }
+    let dir = temp_dir();
+    let flag = data_flag(&dir);
+    let args = [flag.as_str(), "--cores=2"];
+    let (paused_topic, paused_channel) = (unique("ptopic"), unique("pchan"));
+    let mut b = Broker::start(&args);
+    for t in [&paused_topic, &paused_channel] {
+        let mut c = b.client();
+        c.sub(t, "c");
+    }
+    assert_eq!(
+        http_post(&b, &format!("/topic/pause?topic={paused_topic}")),
+        200
+    );
+    assert_eq!(
+        http_post(
+            &b,
+            &format!("/channel/pause?topic={paused_channel}&channel=c")
+        ),
+        200
+    );
+    stop(&mut b);
+    let text = std::fs::read_to_string(dir.join("nsqd.dat")).unwrap();
+    assert!(
+        text.contains(&format!(r#"{{"name":"{paused_topic}","paused":true,"#)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"{{"name":"{paused_channel}","paused":false,"channels":[{{"name":"c","paused":true}}]}}"#
+        )),
+        "{text}"
+    );
+    drop(b);
+
+    let b = Broker::start(&args);
+    let mut consumers = Vec::new();
+    for t in [&paused_topic, &paused_channel] {
+        let mut c = b.client();
+        c.sub(t, "c");
+        c.line("RDY 10");
+        let mut p = b.client();
+        p.publish(t, b"held");
+        c.expect_silence(Duration::from_millis(300));
+        consumers.push(c);
+    }
+    assert_eq!(
+        http_post(&b, &format!("/topic/unpause?topic={paused_topic}")),
+        200
+    );
+    assert_eq!(
+        http_post(
+            &b,
+            &format!("/channel/unpause?topic={paused_channel}&channel=c")
+        ),
+        200
+    );
+    for c in &mut consumers {
+        assert_eq!(c.expect_message().body, b"held");
+    }
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
