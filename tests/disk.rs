@@ -649,3 +649,70 @@ fn pause_state_survives_a_restart() {
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn queue_files(dir: &Path, name: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{name}.diskqueue.")))
+        .collect()
+}
+
+fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+#[test]
+fn empty_and_delete_remove_disk_queues_and_update_nsqd_dat() {
+    if !common::http_supported() {
+        eprintln!("no HTTP in this build; skipped");
+        return;
+    }
+    let dir = temp_dir();
+    let flag = data_flag(&dir);
+    let topic = unique("del");
+    let b = Broker::start(&[&flag, "--cores=2", "--mem-queue-size=0"]);
+    for ch in ["keep", "drop"] {
+        let mut c = b.client();
+        c.sub(&topic, ch);
+    }
+    let mut p = b.client();
+    mpub_all(&mut p, &topic, &bodies("d", 50));
+    let (keep, drop_q) = (format!("{topic}:keep"), format!("{topic}:drop"));
+    assert!(wait_until(Duration::from_secs(10), || {
+        !queue_files(&dir, &drop_q).is_empty() && !queue_files(&dir, &keep).is_empty()
+    }));
+    // Empty: the backlog is gone, later messages still arrive.
+    assert_eq!(
+        http_post(&b, &format!("/channel/empty?topic={topic}&channel=keep")),
+        200
+    );
+    p.publish(&topic, b"after-empty");
+    let got = drain(&b, &topic, "keep", 1, Duration::from_secs(10));
+    assert!(got.contains_key(&b"after-empty"[..]), "{got:?}");
+    assert!(!got.contains_key(&b"d-00000"[..]), "emptied messages gone");
+    // Delete: the channel's files and its nsqd.dat entry go.
+    assert_eq!(
+        http_post(&b, &format!("/channel/delete?topic={topic}&channel=drop")),
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || queue_files(&dir, &drop_q)
+            .is_empty()),
+        "{:?}",
+        queue_files(&dir, &drop_q)
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(dir.join("nsqd.dat")).unwrap_or_default();
+        text.contains(r#""name":"keep""#) && !text.contains(r#""name":"drop""#)
+    }));
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
