@@ -158,8 +158,12 @@ impl DiskBacklog {
     }
 
     /// For the storage task: hands over records read from disk.
+    /// Records read before an empty that has not been applied yet are dropped.
     pub fn extend_ready(&self, records: impl IntoIterator<Item = (Message, Position)>) {
-        self.buffers.borrow_mut().ready.extend(records);
+        let mut b = self.buffers.borrow_mut();
+        if !b.empty_requested {
+            b.ready.extend(records);
+        }
     }
 
     /// For the storage task: the consumed position and the count taken since the last call.
