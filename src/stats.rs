@@ -25,6 +25,8 @@ pub struct StatsFilter {
     pub channel: Option<String>,
     /// Whether to list consumers and producers.
     pub include_clients: bool,
+    /// Whether to list topics at all (`/ping` only needs health).
+    pub include_topics: bool,
 }
 
 impl Default for StatsFilter {
@@ -33,6 +35,7 @@ impl Default for StatsFilter {
             topic: None,
             channel: None,
             include_clients: true,
+            include_topics: true,
         }
     }
 }
@@ -151,6 +154,19 @@ pub struct ClientStats {
     pub state: i32,
     /// Messages published, per topic (sorted by topic).
     pub pub_counts: Vec<PubCount>,
+    /// Negotiated connection features.
+    pub features: ClientFeatures,
+}
+
+/// What IDENTIFY negotiated for a connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientFeatures {
+    /// Snappy compression is on.
+    pub snappy: bool,
+    /// Deflate compression is on.
+    pub deflate: bool,
+    /// TLS `(version, cipher suite)` when the connection upgraded.
+    pub tls: Option<(String, String)>,
 }
 
 /// Per-core figures nsqd cannot have: connections and mesh traffic of one shard.
@@ -187,6 +203,8 @@ pub struct ShardStats {
     pub topics: Vec<TopicStats>,
     /// Whether the filter's topic exists here (always false without a topic filter).
     pub topic_found: bool,
+    /// Why this shard's storage is failing, if it is.
+    pub health_error: Option<String>,
     /// Connections served by this shard (empty without `include_clients`).
     pub clients: Vec<ClientStats>,
     /// Connection and mesh figures.
@@ -222,6 +240,8 @@ pub struct ClientView {
     pub user_agent: String,
     /// nsqd lists at most one entry: the filtered topic's, else the first.
     pub pub_counts: Vec<PubCount>,
+    /// Negotiated connection features.
+    pub features: ClientFeatures,
 }
 
 /// The node-wide snapshot every renderer reads.
@@ -237,6 +257,8 @@ pub struct NodeStats {
     pub clients: BTreeMap<u64, ClientStats>,
     /// Per-core figures, by core index.
     pub shards: Vec<ShardFigures>,
+    /// The first storage failure a shard reported (nsqd's unhealthy state).
+    pub health_error: Option<String>,
 }
 
 impl NodeStats {
@@ -246,8 +268,10 @@ impl NodeStats {
         let mut found = false;
         let mut clients = BTreeMap::new();
         let mut shards = Vec::with_capacity(parts.len());
+        let mut health_error = None;
         for part in parts {
             found |= part.topic_found;
+            health_error = health_error.or(part.health_error);
             topics.extend(part.topics);
             for c in part.clients {
                 clients.insert(c.conn, c);
@@ -262,6 +286,15 @@ impl NodeStats {
             topic_filter: filter.topic.clone(),
             clients,
             shards,
+            health_error,
+        }
+    }
+
+    /// nsqd's health text: `OK`, or `NOK - <error>` while storage is failing.
+    pub fn health(&self) -> String {
+        match &self.health_error {
+            None => "OK".to_string(),
+            Some(e) => format!("NOK - {e}"),
         }
     }
 
@@ -288,6 +321,7 @@ impl NodeStats {
             sample_rate: c.sample_rate,
             user_agent: home.map_or(&c.user_agent, |h| &h.user_agent).clone(),
             pub_counts: home.map_or_else(Vec::new, |h| self.listed_pub_counts(h)),
+            features: home.map(|h| h.features.clone()).unwrap_or_default(),
         }
     }
 
@@ -319,6 +353,7 @@ impl NodeStats {
                     sample_rate: c.sample_rate,
                     user_agent: c.user_agent.clone(),
                     pub_counts: self.listed_pub_counts(c),
+                    features: c.features.clone(),
                     ..ClientView::default()
                 },
             })
@@ -473,8 +508,8 @@ mod tests {
     fn missing_filtered_topic_is_null_and_clients_can_be_left_out() {
         let filter = StatsFilter {
             topic: Some("nope".into()),
-            channel: None,
             include_clients: false,
+            ..StatsFilter::default()
         };
         let node = NodeStats::merge(&filter, vec![ShardStats::default()]);
         assert_eq!(node.topics, None);
@@ -495,6 +530,19 @@ mod tests {
             "found but filtered out by channel"
         );
         assert_eq!(node.producers().unwrap()[0].pub_counts[0].count, 4);
+    }
+
+    #[test]
+    fn health_is_the_first_failing_shard() {
+        let failing = ShardStats {
+            health_error: Some("disk full".into()),
+            ..ShardStats::default()
+        };
+        let filter = StatsFilter::default();
+        let ok = NodeStats::merge(&filter, vec![ShardStats::default()]);
+        assert_eq!(ok.health(), "OK");
+        let node = NodeStats::merge(&filter, vec![ShardStats::default(), failing]);
+        assert_eq!(node.health(), "NOK - disk full");
     }
 
     #[test]

@@ -889,3 +889,64 @@ fn a_consumer_on_one_core_and_its_topic_on_the_other_are_joined_in_stats() {
         assert_eq!(ch["client_count"], 4);
     }
 }
+
+/// Sets the broker's file-size limit (a full disk, for storage writes) with prlimit(1).
+fn prlimit_fsize(broker: &Broker, limit: &str) -> bool {
+    std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &broker.pid().to_string(),
+            &format!("--fsize={limit}"),
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn ping_and_stats_report_failing_storage_until_it_recovers() {
+    let b = broker(1, &["--mem-queue-size=0"]);
+    let http = Http::new(&b);
+    let topic = unique("health");
+    assert_eq!(http.get("/ping").body, "OK");
+    if !prlimit_fsize(&b, "20000:unlimited") {
+        eprintln!("prlimit unavailable; skipped");
+        return;
+    }
+    let body = vec![b'x'; 1000];
+    let mut refused = None;
+    for _ in 0..200 {
+        let r = http.post(&format!("/pub?topic={topic}"), &body);
+        if r.status != 200 {
+            refused = Some(r);
+            break;
+        }
+    }
+    // nsqd answers any failed put with 503 EXITING.
+    refused
+        .expect("a publish is refused once the disk is full")
+        .assert_error(503, "EXITING");
+    let ping = http.get("/ping");
+    assert_eq!(ping.status, 500, "{ping:?}");
+    assert!(ping.body.starts_with("NOK - "), "{ping:?}");
+    assert_eq!(ping.header("X-NSQ-Content-Type"), None);
+    let health = http.stats("")["health"].as_str().unwrap().to_string();
+    assert_eq!(health, ping.body);
+    assert!(
+        http.get("/stats")
+            .body
+            .contains(&format!("Health: {health}"))
+    );
+    assert_eq!(metric(&scrape(&http), "nsqd_healthy", &[]), Some(0.0));
+
+    assert!(prlimit_fsize(&b, "unlimited"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get("/ping").status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "still unhealthy after space returned"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http.stats("")["health"], "OK");
+    assert_eq!(metric(&scrape(&http), "nsqd_healthy", &[]), Some(1.0));
+}

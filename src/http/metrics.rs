@@ -301,6 +301,13 @@ pub fn render(node: &NodeStats, process: &ProcessFigures, shared: &HttpShared) -
     }
     Family::new(
         &mut out,
+        "nsqd_healthy",
+        "gauge",
+        "1 while every core's storage works (nsqd's /ping OK), else 0.",
+    )
+    .sample("", &[], u8::from(node.health_error.is_none()));
+    Family::new(
+        &mut out,
         "nsqd_info",
         "gauge",
         "Version nsqd-uring reports (always 1).",

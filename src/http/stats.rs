@@ -13,13 +13,10 @@ use crate::settings::NSQD_VERSION;
 use crate::shard::client::unix_seconds;
 use crate::stats::{ChannelStats, ClientView, NodeStats, ProcessFigures, PubCount, TopicStats};
 
-/// Health as `/stats` and `/ping` report it (no failing backend state is tracked yet).
-const HEALTH: &str = "OK";
-
 #[derive(Serialize)]
 struct StatsDoc<'a> {
     version: &'static str,
-    health: &'static str,
+    health: String,
     start_time: i64,
     topics: Option<Vec<TopicDoc<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,8 +85,8 @@ struct ClientDoc {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub_counts: Vec<PubCountDoc>,
     tls: bool,
-    tls_cipher_suite: &'static str,
-    tls_version: &'static str,
+    tls_cipher_suite: String,
+    tls_version: String,
     tls_negotiated_protocol: &'static str,
     tls_negotiated_protocol_is_mutual: bool,
 }
@@ -139,6 +136,7 @@ impl MemoryDoc {
 }
 
 fn client_doc(c: ClientView) -> ClientDoc {
+    let (tls_version, tls_cipher_suite) = c.features.tls.clone().unwrap_or_default();
     ClientDoc {
         client_id: c.client_id,
         hostname: c.hostname,
@@ -152,19 +150,20 @@ fn client_doc(c: ClientView) -> ClientDoc {
         requeue_count: c.requeue_count,
         connect_ts: c.connect_ts,
         sample_rate: c.sample_rate,
-        deflate: false,
-        snappy: false,
+        deflate: c.features.deflate,
+        snappy: c.features.snappy,
         user_agent: c.user_agent,
         pub_counts: c
             .pub_counts
             .into_iter()
             .map(|PubCount { topic, count }| PubCountDoc { topic, count })
             .collect(),
-        tls: false,
-        tls_cipher_suite: "",
-        tls_version: "",
+        tls: c.features.tls.is_some(),
+        tls_cipher_suite,
+        tls_version,
         tls_negotiated_protocol: "",
-        tls_negotiated_protocol_is_mutual: false,
+        // Go reports this as always true for a TLS connection.
+        tls_negotiated_protocol_is_mutual: c.features.tls.is_some(),
     }
 }
 
@@ -207,7 +206,7 @@ fn topic_doc<'a>(node: &NodeStats, t: &'a TopicStats) -> TopicDoc<'a> {
 pub fn json(node: &NodeStats, shared: &HttpShared, process: Option<&ProcessFigures>) -> Vec<u8> {
     let doc = StatsDoc {
         version: NSQD_VERSION,
-        health: HEALTH,
+        health: node.health(),
         start_time: shared.start_unix(),
         topics: node
             .topics
@@ -238,7 +237,7 @@ pub fn text(node: &NodeStats, shared: &HttpShared, process: Option<&ProcessFigur
         "uptime {}",
         format_go_duration(shared.started().elapsed())
     );
-    let _ = writeln!(w, "\nHealth: {HEALTH}");
+    let _ = writeln!(w, "\nHealth: {}", node.health());
     if let Some(p) = process {
         w.push_str("\nMemory:\n");
         for (name, value) in MemoryDoc::from(p).rows() {

@@ -77,6 +77,15 @@ impl Transport {
         *self.compressor.borrow_mut() = Some(c);
     }
 
+    /// Which compression is on, as `(snappy, deflate)` (for `/stats`).
+    pub fn compression_flags(&self) -> (bool, bool) {
+        match self.compressor.borrow().as_ref() {
+            Some(Compressor::Snappy(_)) => (true, false),
+            Some(Compressor::Deflate(_)) => (false, true),
+            None => (false, false),
+        }
+    }
+
     /// Whether TLS has records (handshake or data) waiting to be written.
     pub fn tls_wants_write(&self) -> bool {
         self.tls.borrow().as_ref().is_some_and(|t| t.wants_write())

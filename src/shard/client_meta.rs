@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use rustc_hash::FxHashMap;
 
 use crate::mesh::PublishCmd;
-use crate::stats::{ClientStats, PubCount};
+use crate::stats::{ClientFeatures, ClientStats, PubCount};
 
 /// nsqd's client state numbers, as `/stats` reports them.
 pub mod state {
@@ -109,6 +109,7 @@ impl ClientMeta {
             sample_rate: id.sample_rate,
             state: self.state.get(),
             pub_counts,
+            features: ClientFeatures::default(),
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::broker::channel::Channel;
 use crate::broker::topic::Topic;
 use crate::mesh::{MeshMsg, ReplyTo};
 use crate::stats::{
-    ChannelStats, ConsumerStats, ShardFigures, ShardStats, StatsFilter, TopicStats,
+    ChannelStats, ClientFeatures, ConsumerStats, ShardFigures, ShardStats, StatsFilter, TopicStats,
 };
 
 impl Shard {
@@ -40,6 +40,7 @@ impl Shard {
     pub fn stats_part(&self, filter: &StatsFilter) -> ShardStats {
         let topics = self.topics.borrow();
         let selected: Vec<&Topic> = match &filter.topic {
+            _ if !filter.include_topics => Vec::new(),
             Some(name) => topics.get(name).into_iter().collect(),
             None => topics.values().collect(),
         };
@@ -53,7 +54,16 @@ impl Shard {
             self.clients
                 .borrow()
                 .values()
-                .map(|c| c.meta.stats(c.id, c.remote, c.connect_ts))
+                .map(|c| {
+                    let mut s = c.meta.stats(c.id, c.remote, c.connect_ts);
+                    let (snappy, deflate) = c.transport.compression_flags();
+                    s.features = ClientFeatures {
+                        snappy,
+                        deflate,
+                        tls: c.transport.tls_details(),
+                    };
+                    s
+                })
                 .collect()
         } else {
             Vec::new()
@@ -61,6 +71,7 @@ impl Shard {
         ShardStats {
             topics: topic_stats,
             topic_found,
+            health_error: self.disk.as_ref().and_then(|d| d.registry.health_error()),
             clients,
             figures: self.figures(&topics),
         }

@@ -227,6 +227,12 @@ impl Registry {
         }
     }
 
+    /// Why the shard's storage is failing right now, if it is (nsqd's unhealthy state, which
+    /// `/ping` and `/stats` report).
+    pub fn health_error(&self) -> Option<String> {
+        self.core.failing.borrow().clone()
+    }
+
     /// Opens (or returns the already open) backlog of `name`; the storage task loads its files.
     pub fn open(&self, name: &str) -> DiskBacklog {
         let mut queues = self.queues.borrow_mut();

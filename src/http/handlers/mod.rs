@@ -159,7 +159,7 @@ pub async fn handle(ctx: &HttpContext, req: Request<Incoming>, remote: SocketAdd
 
 async fn dispatch(ctx: &HttpContext, endpoint: Endpoint, method: &str, call: Call) -> Reply {
     match endpoint {
-        Endpoint::Ping => node::ping(ctx),
+        Endpoint::Ping => node::ping(ctx).await,
         Endpoint::Info => node::info(ctx),
         Endpoint::Pub => publish::publish(ctx, call).await,
         Endpoint::Mpub => publish::multi_publish(ctx, call).await,

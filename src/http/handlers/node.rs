@@ -10,13 +10,24 @@ use crate::http::response::{self, HttpResponse};
 use crate::http::server::HttpContext;
 use crate::options::{LogLevel, os_hostname};
 use crate::settings::NSQD_VERSION;
+use crate::stats::{NodeStats, StatsFilter};
 
 const INVALID_VALUE: ApiError = ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE");
 const INVALID_OPTION: ApiError = ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION");
 
-/// `GET /ping`: `OK` while healthy (nsqd-uring has no failing backend state to report yet).
-pub(super) fn ping(_ctx: &HttpContext) -> Reply {
-    Ok(response::plain(StatusCode::OK, "OK"))
+/// `GET /ping`: `OK`, or 500 with `NOK - <error>` while a core's storage is failing.
+pub(super) async fn ping(ctx: &HttpContext) -> Reply {
+    let filter = StatsFilter {
+        include_clients: false,
+        include_topics: false,
+        ..StatsFilter::default()
+    };
+    let node = NodeStats::merge(&filter, ctx.shard.gather_stats(&filter).await);
+    let status = match node.health_error {
+        None => StatusCode::OK,
+        Some(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Ok(response::plain(status, node.health()))
 }
 
 /// `GET /info`: version, addresses, ports and client limits, as nsqd v1.3.0 lists them.

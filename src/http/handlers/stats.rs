@@ -18,6 +18,7 @@ pub(super) async fn stats(ctx: &HttpContext, mut call: Call) -> Reply {
         topic: non_empty("topic"),
         channel: non_empty("channel"),
         include_clients: flag("include_clients"),
+        include_topics: true,
     };
     let include_mem = flag("include_mem");
     let json = query.get("format") == Some("json");
