@@ -1,6 +1,8 @@
 //! Interop with real, independent NSQ clients: pynsq (PyPI), nsqjs (npm) and tokio-nsq
 //! (crates.io), each publishing and consuming through a two-core broker so their traffic
 //! crosses cores. The Python and Node clients are installed by `tests/interop/setup.sh`.
+//! The feature tests also have each client negotiate `tls_v1`, `snappy` or `deflate` on
+//! every connection (the check scripts fail if a connection comes up without them).
 
 mod common;
 
@@ -33,7 +35,13 @@ fn setup() {
     });
 }
 
-fn run_check(program: PathBuf, script: &str, broker: &Broker, count: usize) {
+/// The interop venv's Python, which has pynsq.
+fn python() -> PathBuf {
+    repo().join("target/interop/venv/bin/python")
+}
+
+/// Runs a check script against `broker` with `flags` (e.g. `--tls`) and asserts it passed.
+fn run_check(program: PathBuf, script: &str, broker: &Broker, count: usize, flags: &[&str]) {
     setup();
     let topic = unique("interop");
     let out = Command::new(program)
@@ -47,6 +55,7 @@ fn run_check(program: PathBuf, script: &str, broker: &Broker, count: usize) {
             &count.to_string(),
         ])
         .args(["--timeout", "90"])
+        .args(flags)
         .output()
         .expect("run interop check");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -57,23 +66,114 @@ fn run_check(program: PathBuf, script: &str, broker: &Broker, count: usize) {
         broker.log()
     );
     assert!(stdout.contains("OK"), "{stdout}");
+    let features: Vec<&str> = flags.iter().map(|f| feature_name(f)).collect();
+    let want = match features.join(",") {
+        j if j.is_empty() => "none".to_string(),
+        j => j,
+    };
+    assert!(
+        stdout.contains(&format!(" features={want} ")),
+        "expected features={want}: {stdout}"
+    );
+}
+
+/// The IDENTIFY feature a check-script flag asks for.
+fn feature_name(flag: &str) -> &str {
+    match flag {
+        "--tls" => "tls_v1",
+        other => other.trim_start_matches("--"),
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 in a temp dir, removed on drop. The clients
+/// skip verification, so no CA is needed.
+struct TlsFiles {
+    dir: PathBuf,
+}
+
+impl TlsFiles {
+    fn new() -> TlsFiles {
+        let dir = std::env::temp_dir().join(unique("nsqd-interop-tls-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let cert = rcgen::generate_simple_self_signed(names).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+        TlsFiles { dir }
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs a check script with `flags` against its own two-core broker that offers `tls_v1`
+/// (with a fresh certificate), `snappy` and `deflate`.
+fn run_feature_check(program: PathBuf, script: &str, count: usize, flags: &[&str]) {
+    let tls = TlsFiles::new();
+    let cert = format!("--tls-cert={}", tls.dir.join("cert.pem").display());
+    let key = format!("--tls-key={}", tls.dir.join("key.pem").display());
+    let broker = Broker::with_cores(2, &[&cert, &key]);
+    run_check(program, script, &broker, count, flags);
 }
 
 #[test]
 fn pynsq_writer_and_two_readers_get_all_10000_messages() {
     let broker = Broker::with_cores(2, &[]);
-    run_check(
-        repo().join("target/interop/venv/bin/python"),
-        "pynsq_check.py",
-        &broker,
-        10_000,
-    );
+    run_check(python(), "pynsq_check.py", &broker, 10_000, &[]);
 }
 
 #[test]
 fn nsqjs_publishes_and_consumes() {
     let broker = Broker::with_cores(2, &[]);
-    run_check(PathBuf::from("node"), "nsqjs_check.js", &broker, 2_000);
+    run_check(PathBuf::from("node"), "nsqjs_check.js", &broker, 2_000, &[]);
+}
+
+#[test]
+fn pynsq_over_tls_gets_all_10000_messages() {
+    run_feature_check(python(), "pynsq_check.py", 10_000, &["--tls"]);
+}
+
+#[test]
+fn pynsq_with_snappy_gets_all_10000_messages() {
+    run_feature_check(python(), "pynsq_check.py", 10_000, &["--snappy"]);
+}
+
+#[test]
+fn pynsq_with_deflate_gets_all_10000_messages() {
+    run_feature_check(python(), "pynsq_check.py", 10_000, &["--deflate"]);
+}
+
+#[test]
+fn pynsq_with_snappy_over_tls_gets_all_10000_messages() {
+    run_feature_check(python(), "pynsq_check.py", 10_000, &["--tls", "--snappy"]);
+}
+
+#[test]
+fn nsqjs_over_tls_gets_all_10000_messages() {
+    run_feature_check("node".into(), "nsqjs_check.js", 10_000, &["--tls"]);
+}
+
+#[test]
+fn nsqjs_with_snappy_gets_all_10000_messages() {
+    run_feature_check("node".into(), "nsqjs_check.js", 10_000, &["--snappy"]);
+}
+
+#[test]
+fn nsqjs_with_deflate_gets_all_10000_messages() {
+    run_feature_check("node".into(), "nsqjs_check.js", 10_000, &["--deflate"]);
+}
+
+#[test]
+fn nsqjs_with_deflate_over_tls_gets_all_10000_messages() {
+    run_feature_check(
+        "node".into(),
+        "nsqjs_check.js",
+        10_000,
+        &["--tls", "--deflate"],
+    );
 }
 
 #[test]

@@ -3,8 +3,12 @@
 //
 // Usage (after tests/interop/setup.sh):
 //   node tests/interop/nsqjs_check.js --tcp 127.0.0.1:4150 --topic T --count N \
-//        [--http 127.0.0.1:4151] [--timeout 60] [--channel nsqjs] [--max-in-flight 200]
+//        [--http 127.0.0.1:4151] [--timeout 60] [--channel nsqjs] [--max-in-flight 200] \
+//        [--tls] [--snappy | --deflate]
 //
+// --tls, --snappy and --deflate ask for those IDENTIFY features on the Reader's and the
+// Writer's connection (tls_v1 with tlsVerification off, for self-signed test certificates;
+// snappy needs the optional dependency snappystream); each connection must come up upgraded.
 // 1. an nsqjs Reader (nsqdTCPAddresses, no lookupd) subscribes to T/<channel> and we wait
 //    for its "ready" event (= SUB answered OK), so the channel exists before publishing;
 // 2. an nsqjs Writer publishes N distinct bodies: single messages (writer.publish(topic, buf),
@@ -19,6 +23,7 @@
 'use strict'
 
 const path = require('path')
+const tls = require('tls')
 const PROG = 'nsqjs_check'
 const REPO = path.resolve(__dirname, '..', '..')
 
@@ -30,11 +35,12 @@ function loadNsqjs() {
   for (const c of candidates) {
     try {
       const mod = require(c)
+      const dir = path.dirname(require.resolve(c))
       let version = '?'
       try {
-        version = require(path.join(path.dirname(require.resolve(c)), '..', 'package.json')).version
+        version = require(path.join(dir, '..', 'package.json')).version
       } catch (e) {}
-      return { nsq: mod, version }
+      return { nsq: mod, version, dir }
     } catch (e) {
       if (e.code !== 'MODULE_NOT_FOUND') throw e
     }
@@ -47,12 +53,14 @@ function loadNsqjs() {
 function usage(msg) {
   if (msg) console.error(`${PROG}: error: ${msg}`)
   console.error(`usage: node ${path.basename(__filename)} --tcp HOST:PORT --topic T --count N ` +
-    '[--http HOST:PORT] [--timeout SECS] [--channel NAME] [--max-in-flight N] [--window N]')
+    '[--http HOST:PORT] [--timeout SECS] [--channel NAME] [--max-in-flight N] [--window N] ' +
+    '[--tls] [--snappy | --deflate]')
   process.exit(2)
 }
 
 function parseArgs(argv) {
-  const a = { timeout: 60, channel: 'nsqjs', maxInFlight: 200, window: 64, http: null }
+  const a = { timeout: 60, channel: 'nsqjs', maxInFlight: 200, window: 64, http: null,
+    tls: false, snappy: false, deflate: false }
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]
     const v = () => {
@@ -68,6 +76,9 @@ function parseArgs(argv) {
       case '--channel': a.channel = v(); break
       case '--max-in-flight': a.maxInFlight = Number(v()); break
       case '--window': a.window = Number(v()); break
+      case '--tls': a.tls = true; break
+      case '--snappy': a.snappy = true; break
+      case '--deflate': a.deflate = true; break
       case '-h': case '--help': usage()
       default: usage(`unknown argument ${k}`)
     }
@@ -79,6 +90,7 @@ function parseArgs(argv) {
   a.port = Number(m[2])
   if (!Number.isInteger(a.count) || a.count < 1) usage('--count must be an integer >= 1')
   if (!(a.timeout > 0)) usage('--timeout must be > 0')
+  if (a.snappy && a.deflate) usage('--snappy and --deflate are mutually exclusive')
   const nameRe = /^[.a-zA-Z0-9_-]+(#ephemeral)?$/
   if (!nameRe.test(a.topic) || a.topic.length > 64) usage(`invalid topic name ${JSON.stringify(a.topic)}`)
   if (!nameRe.test(a.channel) || a.channel.length > 64) usage(`invalid channel name ${JSON.stringify(a.channel)}`)
@@ -86,6 +98,30 @@ function parseArgs(argv) {
 }
 
 class CheckFailed extends Error {}
+
+/** nsqjs Reader/Writer options for the requested IDENTIFY features. */
+function featureOptions(args) {
+  const o = {}
+  if (args.tls) Object.assign(o, { tls: true, tlsVerification: false })
+  if (args.snappy) o.snappy = true
+  if (args.deflate) o.deflate = true
+  return o
+}
+
+function wantedFeatures(args) {
+  return [['tls_v1', args.tls], ['snappy', args.snappy], ['deflate', args.deflate]]
+    .filter(([, on]) => on).map(([f]) => f)
+}
+
+/** The upgrades actually in place on a ready nsqjs NSQDConnection. */
+function negotiatedFeatures(nsqdConn) {
+  const got = []
+  if (nsqdConn.conn instanceof tls.TLSSocket) got.push('tls_v1')
+  const inflater = nsqdConn.inflater && nsqdConn.inflater.constructor.name
+  if (inflater === 'UnsnappyStream') got.push('snappy') // snappystream
+  else if (inflater === 'InflateRaw') got.push('deflate') // zlib
+  return got
+}
 
 function publishPlan(count, pubEvery = 3, arraySizes = [2, 10, 50, 100]) {
   // every pubEvery-th command publishes one message (PUB), the others an array (MPUB)
@@ -111,11 +147,26 @@ async function main() {
     console.error(`${PROG}: FAIL: overall timeout (${args.timeout + 5}s) exceeded`)
     process.exit(1)
   }, (args.timeout + 5) * 1000).unref()
-  const { nsq, version } = loadNsqjs()
+  const { nsq, version, dir } = loadNsqjs()
+  if (args.snappy) {
+    try {
+      require(require.resolve('snappystream', { paths: [dir] })) // as nsqjs would find it
+    } catch (e) {
+      console.error(`${PROG}: ERROR: --snappy needs snappystream (${e.message}); run tests/interop/setup.sh`)
+      process.exit(2)
+    }
+  }
   const t0 = Date.now()
   const deadline = t0 + args.timeout * 1000
   const failures = []
   const fail = (msg) => { failures.push(msg) }
+  const features = wantedFeatures(args)
+  const checkFeatures = (name, nsqdConn) => {
+    const got = negotiatedFeatures(nsqdConn)
+    if (got.join() !== features.join()) {
+      fail(`${name}: connection negotiated ${got.join() || 'no features'}, asked for ${features.join() || 'none'}`)
+    }
+  }
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
   const waitUntil = async (pred, what, poll = 5) => {
     while (!pred()) {
@@ -144,6 +195,7 @@ async function main() {
     nsqdTCPAddresses: [args.tcp],
     maxInFlight: args.maxInFlight,
     clientId: 'nsqjs_check',
+    ...featureOptions(args),
   })
   reader.on('ready', () => { readerReady = true })
   reader.on('error', (err) => { if (!closing) fail(`reader error: ${err && err.message ? err.message : err}`) })
@@ -169,12 +221,16 @@ async function main() {
     await waitUntil(() => readerReady, `reader ${args.topic}/${args.channel} to subscribe`)
     tSub = Date.now()
 
-    writer = new nsq.Writer(args.host, args.port, { clientId: 'nsqjs_check' })
+    writer = new nsq.Writer(args.host, args.port, { clientId: 'nsqjs_check', ...featureOptions(args) })
     writer.on('ready', () => { writerReady = true })
     writer.on('error', (err) => { if (!closing) fail(`writer error: ${err && err.message ? err.message : err}`) })
     writer.on('closed', () => { if (!closing) fail('writer connection closed unexpectedly') })
     writer.connect()
     await waitUntil(() => writerReady, 'writer to connect')
+    checkFeatures('writer', writer.conn)
+    const readerConns = () => reader.readerRdy.connections.map((c) => c.conn)
+    await waitUntil(() => readerConns().length === 1, 'the reader connection to be registered')
+    checkFeatures('reader', readerConns()[0])
 
     const plan = publishPlan(args.count)
     let outstanding = 0
@@ -235,7 +291,8 @@ async function main() {
   }
   await sleep(50) // let the CLS / FIN bytes flush
   const s = (a, b) => ((a - b) / 1000).toFixed(2)
-  console.log(`${PROG}: OK topic=${args.topic} count=${args.count} pub_cmds=${stats.pub} ` +
+  console.log(`${PROG}: OK topic=${args.topic} count=${args.count} ` +
+    `features=${features.join() || 'none'} pub_cmds=${stats.pub} ` +
     `mpub_cmds=${stats.mpub} (mpub_msgs=${stats.mpubMsgs}) | ${summary()} |${statsNote} ` +
     `subscribe=${s(tSub, t0)}s publish=${s(tPub, tSub)}s consume_done=${s(tRecv, t0)}s ` +
     `total=${s(Date.now(), t0)}s (nsqjs ${version}, node ${process.version})`)

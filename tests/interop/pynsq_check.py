@@ -3,7 +3,16 @@
 
 Usage (after tests/interop/setup.sh; plain python3 re-execs itself with the venv):
     $REPO/target/interop/venv/bin/python tests/interop/pynsq_check.py \
-        --tcp 127.0.0.1:4150 --topic T --count N [--http 127.0.0.1:4151] [--timeout 60]
+        --tcp 127.0.0.1:4150 --topic T --count N [--http 127.0.0.1:4151] [--timeout 60] \
+        [--tls] [--snappy | --deflate]
+
+--tls, --snappy and --deflate ask for those IDENTIFY features (tls_v1 without certificate
+verification, for self-signed test certificates; snappy needs python-snappy) on every
+connection, the Writer's and both Readers'; each connection must come up actually upgraded.
+Known pynsq 0.9.1 limitation with tornado 6: its snappy/deflate socket wrappers signal "no
+decompressed bytes yet" with OSError(EWOULDBLOCK), which tornado 6 treats as a fatal read
+error (it only expects BlockingIOError). A broker that writes one compressed flush as several
+send() calls (nsqd v1.3.0 does) therefore breaks pynsq when a read ends between them.
 
 What it does (all in one tornado/asyncio loop, bounded by --timeout seconds):
   1. starts two pynsq Readers on topic T, channels <prefix>_a and <prefix>_b, connected
@@ -26,6 +35,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import sys
 import time
 import urllib.request
@@ -35,6 +45,7 @@ PROG = "pynsq_check"
 try:
     import nsq
     import tornado
+    import tornado.iostream
 except ImportError as e:  # pragma: no cover
     # Not run with the interop venv's python: re-exec with it if setup.sh made it.
     _venv_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
@@ -93,12 +104,51 @@ class Tally(object):
             self.duplicates, self.redelivered, self.foreign)
 
 
+def conn_options(args):
+    """pynsq connection kwargs (nsq.AsyncConn) for the requested IDENTIFY features."""
+    opts = {}
+    if args.tls:
+        # pynsq's defaults are cert_reqs=CERT_REQUIRED, ssl_version=PROTOCOL_TLSv1_2
+        opts.update(tls_v1=True, tls_options={"cert_reqs": ssl.CERT_NONE})
+    if args.snappy:
+        opts["snappy"] = True
+    if args.deflate:
+        opts["deflate"] = True
+    return opts
+
+
+def wanted_features(args):
+    return [f for f, on in (("tls_v1", args.tls), ("snappy", args.snappy),
+                            ("deflate", args.deflate)) if on]
+
+
+def negotiated_features(conn):
+    """The upgrades actually in place on a ready pynsq connection."""
+    got = []
+    if isinstance(conn.stream, tornado.iostream.SSLIOStream):
+        got.append("tls_v1")
+    wrapper = type(conn.socket).__name__  # nsq.snappy_socket / nsq.deflate_socket
+    if wrapper == "SnappySocket":
+        got.append("snappy")
+    elif wrapper == "DeflateSocket":
+        got.append("deflate")
+    return got
+
+
+def check_features(name, conn, want, failures):
+    got = negotiated_features(conn)
+    if got != want:
+        failures.append("%s: connection %s negotiated %s, asked for %s" % (
+            name, conn.id, ",".join(got) or "no features", ",".join(want) or "none"))
+
+
 class CheckReader(nsq.Reader):
     """A pynsq Reader that reports its SUB response, errors and unexpected closes."""
 
-    def __init__(self, tally, failures, *args, **kwargs):
+    def __init__(self, tally, failures, features, *args, **kwargs):
         self._tally = tally
         self._failures = failures
+        self._features = features
         self._closing = False
         super(CheckReader, self).__init__(*args, message_handler=self._handle, **kwargs)
 
@@ -116,6 +166,7 @@ class CheckReader(nsq.Reader):
             else:
                 self._failures.append("%s: unexpected SUB response %r" % (self.name, data))
         conn.on("response", on_sub_response)
+        check_features(self.name, conn, self._features, self._failures)
         super(CheckReader, self)._on_connection_ready(conn, **kwargs)
 
     def _on_connection_error(self, conn, error, **kwargs):
@@ -134,10 +185,15 @@ class CheckReader(nsq.Reader):
 
 
 class CheckWriter(nsq.Writer):
-    def __init__(self, failures, *args, **kwargs):
+    def __init__(self, failures, features, *args, **kwargs):
         self._failures = failures
+        self._features = features
         self._closing = False
         super(CheckWriter, self).__init__(*args, **kwargs)
+
+    def _on_connection_ready(self, conn, **kwargs):
+        check_features("writer", conn, self._features, self._failures)
+        super(CheckWriter, self)._on_connection_ready(conn, **kwargs)
 
     def _on_connection_close(self, conn, **kwargs):
         if not self._closing:
@@ -206,9 +262,11 @@ async def run(args):
     channels = [args.channel_prefix + "_a", args.channel_prefix + "_b"]
 
     tallies = [Tally(ch, expected, prefix) for ch in channels]
+    features = wanted_features(args)
     readers = [
-        CheckReader(t, failures, topic=args.topic, channel=ch, nsqd_tcp_addresses=[args.tcp],
-                    max_in_flight=args.max_in_flight, user_agent="pynsq_check/" + nsq.__version__)
+        CheckReader(t, failures, features, topic=args.topic, channel=ch,
+                    nsqd_tcp_addresses=[args.tcp], max_in_flight=args.max_in_flight,
+                    user_agent="pynsq_check/" + nsq.__version__, **conn_options(args))
         for t, ch in zip(tallies, channels)
     ]
     writer = None
@@ -217,7 +275,7 @@ async def run(args):
             await wait_event(t.subscribed, deadline, "reader %s to subscribe" % t.name, failures)
         t_sub = time.monotonic()
 
-        writer = CheckWriter(failures, [args.tcp])
+        writer = CheckWriter(failures, features, [args.tcp], **conn_options(args))
         await wait_until(lambda: any(c.connected() for c in writer.conns.values()), deadline,
                          "writer to connect", failures)
 
@@ -304,9 +362,10 @@ async def run(args):
             writer.shutdown()
         await asyncio.sleep(0.05)
 
-    print("%s: OK topic=%s count=%d pub_cmds=%d mpub_cmds=%d (mpub_msgs=%d) | %s |%s "
+    print("%s: OK topic=%s count=%d features=%s pub_cmds=%d mpub_cmds=%d (mpub_msgs=%d) | %s |%s "
           "subscribe=%.2fs publish=%.2fs consume_done=%.2fs total=%.2fs (pynsq %s, tornado %s)" % (
-              PROG, args.topic, args.count, stats["pub"], stats["mpub"], stats["mpub_msgs"],
+              PROG, args.topic, args.count, ",".join(features) or "none",
+              stats["pub"], stats["mpub"], stats["mpub_msgs"],
               " | ".join(t.summary() for t in tallies), stats_note,
               t_sub - t0, t_pub - t_sub, t_recv - t0, time.monotonic() - t0,
               nsq.__version__, tornado.version))
@@ -324,6 +383,12 @@ def main():
     ap.add_argument("--max-in-flight", type=int, default=200, help="per-reader max_in_flight (200)")
     ap.add_argument("--window", type=int, default=64,
                     help="max outstanding PUB/MPUB commands (64)")
+    ap.add_argument("--tls", action="store_true",
+                    help="IDENTIFY tls_v1 (TLS without certificate verification)")
+    compression = ap.add_mutually_exclusive_group()
+    compression.add_argument("--snappy", action="store_true",
+                             help="IDENTIFY snappy (needs python-snappy)")
+    compression.add_argument("--deflate", action="store_true", help="IDENTIFY deflate")
     ap.add_argument("-v", "--verbose", action="store_true", help="pynsq INFO logging")
     args = ap.parse_args()
     if args.count < 1:
@@ -333,6 +398,14 @@ def main():
     for suffix in ("_a", "_b"):
         if not nsq.valid_channel_name(args.channel_prefix + suffix):
             ap.error("invalid channel name %r" % (args.channel_prefix + suffix))
+
+    if args.snappy:
+        try:
+            import snappy  # noqa: F401  (what pynsq's snappy support imports)
+        except ImportError as e:
+            print("%s: ERROR: --snappy needs python-snappy (%s); run tests/interop/setup.sh"
+                  % (PROG, e), file=sys.stderr)
+            sys.exit(2)
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
