@@ -93,18 +93,14 @@ pub struct ChannelStats {
     pub consumers: Vec<ConsumerStats>,
 }
 
-/// A subscribed connection as its channel sees it.
+/// Who a connection is: what IDENTIFY said and where it connected from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConsumerStats {
-    /// Core serving the connection.
-    pub shard: usize,
-    /// Process-wide connection ID.
-    pub conn: u64,
-    /// IDENTIFY `client_id` at SUB time.
+pub struct ClientIdentity {
+    /// IDENTIFY `client_id` (the remote host before IDENTIFY).
     pub client_id: String,
-    /// IDENTIFY `hostname` at SUB time.
+    /// IDENTIFY `hostname` (the remote host before IDENTIFY).
     pub hostname: String,
-    /// IDENTIFY `user_agent` at SUB time.
+    /// IDENTIFY `user_agent`.
     pub user_agent: String,
     /// `ip:port` of the peer.
     pub remote_address: String,
@@ -112,6 +108,11 @@ pub struct ConsumerStats {
     pub connect_ts: i64,
     /// IDENTIFY `sample_rate`.
     pub sample_rate: i32,
+}
+
+/// A consumer's delivery figures, kept by its channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
     /// Current RDY.
     pub ready_count: u64,
     /// Its messages in flight.
@@ -122,6 +123,19 @@ pub struct ConsumerStats {
     pub finish_count: u64,
     /// Its REQs.
     pub requeue_count: u64,
+}
+
+/// A subscribed connection as its channel sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Core serving the connection.
+    pub shard: usize,
+    /// Process-wide connection ID.
+    pub conn: u64,
+    /// Identity as of SUB.
+    pub identity: ClientIdentity,
+    /// Delivery figures.
+    pub counts: DeliveryCounts,
 }
 
 /// How many messages a connection published to one topic.
@@ -138,18 +152,8 @@ pub struct PubCount {
 pub struct ClientStats {
     /// Process-wide connection ID.
     pub conn: u64,
-    /// IDENTIFY `client_id` (the remote host before IDENTIFY).
-    pub client_id: String,
-    /// IDENTIFY `hostname` (the remote host before IDENTIFY).
-    pub hostname: String,
-    /// IDENTIFY `user_agent`.
-    pub user_agent: String,
-    /// `ip:port` of the peer.
-    pub remote_address: String,
-    /// Unix seconds at connect.
-    pub connect_ts: i64,
-    /// IDENTIFY `sample_rate`.
-    pub sample_rate: i32,
+    /// Identity as of now.
+    pub identity: ClientIdentity,
     /// nsqd's state number: 0 init, 3 subscribed, 4 closing.
     pub state: i32,
     /// Messages published, per topic (sorted by topic).
@@ -214,30 +218,12 @@ pub struct ShardStats {
 /// A connection as `/stats` lists it, channel-side and home-side figures joined.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientView {
-    /// IDENTIFY `client_id`.
-    pub client_id: String,
-    /// IDENTIFY `hostname`.
-    pub hostname: String,
-    /// `ip:port` of the peer.
-    pub remote_address: String,
+    /// Who it is.
+    pub identity: ClientIdentity,
     /// nsqd's state number.
     pub state: i32,
-    /// Current RDY.
-    pub ready_count: u64,
-    /// Messages in flight.
-    pub in_flight_count: u64,
-    /// Messages delivered.
-    pub message_count: u64,
-    /// FINs.
-    pub finish_count: u64,
-    /// REQs.
-    pub requeue_count: u64,
-    /// Unix seconds at connect.
-    pub connect_ts: i64,
-    /// IDENTIFY `sample_rate`.
-    pub sample_rate: i32,
-    /// IDENTIFY `user_agent`.
-    pub user_agent: String,
+    /// Delivery figures (zero for a connection that is not subscribed).
+    pub counts: DeliveryCounts,
     /// nsqd lists at most one entry: the filtered topic's, else the first.
     pub pub_counts: Vec<PubCount>,
     /// Negotiated connection features.
@@ -306,22 +292,28 @@ impl NodeStats {
     /// A channel's consumer as nsqd lists it: delivery counters from the channel, identity,
     /// state and publish counts from the connection's shard.
     pub fn consumer_view(&self, c: &ConsumerStats) -> ClientView {
-        let home = self.clients.get(&c.conn);
+        match self.clients.get(&c.conn) {
+            Some(home) => ClientView {
+                counts: c.counts,
+                ..self.home_view(home)
+            },
+            None => ClientView {
+                identity: c.identity.clone(),
+                state: STATE_SUBSCRIBED,
+                counts: c.counts,
+                ..ClientView::default()
+            },
+        }
+    }
+
+    /// A connection as its own shard reports it (no delivery figures).
+    fn home_view(&self, c: &ClientStats) -> ClientView {
         ClientView {
-            client_id: home.map_or(&c.client_id, |h| &h.client_id).clone(),
-            hostname: home.map_or(&c.hostname, |h| &h.hostname).clone(),
-            remote_address: c.remote_address.clone(),
-            state: home.map_or(STATE_SUBSCRIBED, |h| h.state),
-            ready_count: c.ready_count,
-            in_flight_count: c.in_flight_count,
-            message_count: c.message_count,
-            finish_count: c.finish_count,
-            requeue_count: c.requeue_count,
-            connect_ts: c.connect_ts,
-            sample_rate: c.sample_rate,
-            user_agent: home.map_or(&c.user_agent, |h| &h.user_agent).clone(),
-            pub_counts: home.map_or_else(Vec::new, |h| self.listed_pub_counts(h)),
-            features: home.map(|h| h.features.clone()).unwrap_or_default(),
+            identity: c.identity.clone(),
+            state: c.state,
+            counts: DeliveryCounts::default(),
+            pub_counts: self.listed_pub_counts(c),
+            features: c.features.clone(),
         }
     }
 
@@ -344,18 +336,7 @@ impl NodeStats {
             .filter(|c| !c.pub_counts.is_empty())
             .map(|c| match consumers.get(&c.conn) {
                 Some(consumer) => self.consumer_view(consumer),
-                None => ClientView {
-                    client_id: c.client_id.clone(),
-                    hostname: c.hostname.clone(),
-                    remote_address: c.remote_address.clone(),
-                    state: c.state,
-                    connect_ts: c.connect_ts,
-                    sample_rate: c.sample_rate,
-                    user_agent: c.user_agent.clone(),
-                    pub_counts: self.listed_pub_counts(c),
-                    features: c.features.clone(),
-                    ..ClientView::default()
-                },
+                None => self.home_view(c),
             })
             .collect();
         (!list.is_empty()).then_some(list)
@@ -435,9 +416,15 @@ mod tests {
     fn consumer(conn: u64) -> ConsumerStats {
         ConsumerStats {
             conn,
-            client_id: "sub-time".into(),
-            ready_count: 5,
-            in_flight_count: 2,
+            identity: ClientIdentity {
+                client_id: "sub-time".into(),
+                ..ClientIdentity::default()
+            },
+            counts: DeliveryCounts {
+                ready_count: 5,
+                in_flight_count: 2,
+                ..DeliveryCounts::default()
+            },
             ..ConsumerStats::default()
         }
     }
@@ -458,7 +445,10 @@ mod tests {
     fn client(conn: u64, pubs: &[(&str, u64)]) -> ClientStats {
         ClientStats {
             conn,
-            client_id: format!("home-{conn}"),
+            identity: ClientIdentity {
+                client_id: format!("home-{conn}"),
+                ..ClientIdentity::default()
+            },
             state: 3,
             pub_counts: pubs
                 .iter()
@@ -494,10 +484,13 @@ mod tests {
         assert_eq!(node.shards[0].shard, 0);
         let view = node.consumer_view(&node.topic_list()[1].channels[0].consumers[0]);
         assert_eq!(
-            view.client_id, "home-7",
+            view.identity.client_id, "home-7",
             "identity comes from the home shard"
         );
-        assert_eq!((view.ready_count, view.in_flight_count), (5, 2));
+        assert_eq!(
+            (view.counts.ready_count, view.counts.in_flight_count),
+            (5, 2)
+        );
         let producers = node.producers().unwrap();
         assert_eq!(producers.len(), 1);
         assert_eq!(producers[0].pub_counts.len(), 1, "nsqd lists one entry");

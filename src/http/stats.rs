@@ -137,22 +137,23 @@ impl MemoryDoc {
 
 fn client_doc(c: ClientView) -> ClientDoc {
     let (tls_version, tls_cipher_suite) = c.features.tls.clone().unwrap_or_default();
+    let (id, n) = (c.identity, c.counts);
     ClientDoc {
-        client_id: c.client_id,
-        hostname: c.hostname,
+        client_id: id.client_id,
+        hostname: id.hostname,
         version: "V2",
-        remote_address: c.remote_address,
+        remote_address: id.remote_address,
         state: c.state,
-        ready_count: c.ready_count,
-        in_flight_count: c.in_flight_count,
-        message_count: c.message_count,
-        finish_count: c.finish_count,
-        requeue_count: c.requeue_count,
-        connect_ts: c.connect_ts,
-        sample_rate: c.sample_rate,
+        ready_count: n.ready_count,
+        in_flight_count: n.in_flight_count,
+        message_count: n.message_count,
+        finish_count: n.finish_count,
+        requeue_count: n.requeue_count,
+        connect_ts: id.connect_ts,
+        sample_rate: id.sample_rate,
         deflate: c.features.deflate,
         snappy: c.features.snappy,
-        user_agent: c.user_agent,
+        user_agent: id.user_agent,
         pub_counts: c
             .pub_counts
             .into_iter()
@@ -294,13 +295,14 @@ pub fn text(node: &NodeStats, shared: &HttpShared, process: Option<&ProcessFigur
 
 /// nsqd's `ClientV2Stats.String()`: the producer form once a client has published.
 fn client_line(c: &ClientView, now: i64) -> String {
-    let port = c
+    let (id, n) = (&c.identity, &c.counts);
+    let port = id
         .remote_address
         .rsplit_once(':')
         .map_or("", |(_, port)| port);
-    let id = format!("{}:{port} {}", c.hostname, c.user_agent);
+    let name = format!("{}:{port} {}", id.hostname, id.user_agent);
     let connected = format_go_duration(Duration::from_secs(
-        now.saturating_sub(c.connect_ts).max(0) as u64,
+        now.saturating_sub(id.connect_ts).max(0) as u64,
     ));
     if !c.pub_counts.is_empty() {
         let total: u64 = c.pub_counts.iter().map(|p| p.count).sum();
@@ -310,14 +312,14 @@ fn client_line(c: &ClientView, now: i64) -> String {
             .map(|p| format!("{}={}", p.topic, p.count))
             .collect();
         return format!(
-            "[V2 {id:<21}] msgs: {total:<8} topics: {} connected: {connected}",
+            "[V2 {name:<21}] msgs: {total:<8} topics: {} connected: {connected}",
             topics.join(",")
         );
     }
     format!(
-        "[V2 {id:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} \
+        "[V2 {name:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} \
          connected: {connected}",
-        c.state, c.in_flight_count, c.ready_count, c.finish_count, c.requeue_count, c.message_count
+        c.state, n.in_flight_count, n.ready_count, n.finish_count, n.requeue_count, n.message_count
     )
 }
 
@@ -325,18 +327,27 @@ fn client_line(c: &ClientView, now: i64) -> String {
 mod tests {
     use super::*;
     use crate::options::Options;
-    use crate::stats::{ClientStats, ConsumerStats, ShardStats, StatsFilter};
+    use crate::stats::{
+        ClientIdentity, ClientStats, ConsumerStats, DeliveryCounts, ShardStats, StatsFilter,
+    };
 
     fn snapshot() -> NodeStats {
+        let identity = |client_id: &str, hostname: &str, ua: &str, port: u16| ClientIdentity {
+            client_id: client_id.into(),
+            hostname: hostname.into(),
+            user_agent: ua.into(),
+            remote_address: format!("127.0.0.1:{port}"),
+            ..ClientIdentity::default()
+        };
         let consumer = ConsumerStats {
             conn: 2,
-            client_id: "cons".into(),
-            hostname: "h2".into(),
-            user_agent: "ua/2".into(),
-            remote_address: "127.0.0.1:51756".into(),
-            ready_count: 1,
-            in_flight_count: 1,
-            message_count: 1,
+            identity: identity("cons", "h2", "ua/2", 51756),
+            counts: DeliveryCounts {
+                ready_count: 1,
+                in_flight_count: 1,
+                message_count: 1,
+                ..DeliveryCounts::default()
+            },
             ..ConsumerStats::default()
         };
         let part = ShardStats {
@@ -368,10 +379,7 @@ mod tests {
             clients: vec![
                 ClientStats {
                     conn: 1,
-                    client_id: "pubber".into(),
-                    hostname: "h1".into(),
-                    user_agent: "ua/1".into(),
-                    remote_address: "127.0.0.1:51744".into(),
+                    identity: identity("pubber", "h1", "ua/1", 51744),
                     pub_counts: vec![PubCount {
                         topic: "t1".into(),
                         count: 2,
@@ -380,10 +388,7 @@ mod tests {
                 },
                 ClientStats {
                     conn: 2,
-                    client_id: "cons".into(),
-                    hostname: "h2".into(),
-                    user_agent: "ua/2".into(),
-                    remote_address: "127.0.0.1:51756".into(),
+                    identity: identity("cons", "h2", "ua/2", 51756),
                     state: 3,
                     ..ClientStats::default()
                 },

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use rustc_hash::FxHashMap;
 
 use crate::mesh::PublishCmd;
-use crate::stats::{ClientFeatures, ClientStats, PubCount};
+use crate::stats::{ClientFeatures, ClientIdentity, ClientStats, PubCount};
 
 /// nsqd's client state numbers, as `/stats` reports them.
 pub mod state {
@@ -101,12 +101,14 @@ impl ClientMeta {
         pub_counts.sort_by(|a, b| a.topic.cmp(&b.topic));
         ClientStats {
             conn,
-            client_id: id.client_id.clone(),
-            hostname: id.hostname.clone(),
-            user_agent: id.user_agent.clone(),
-            remote_address: remote.to_string(),
-            connect_ts,
-            sample_rate: id.sample_rate,
+            identity: ClientIdentity {
+                client_id: id.client_id.clone(),
+                hostname: id.hostname.clone(),
+                user_agent: id.user_agent.clone(),
+                remote_address: remote.to_string(),
+                connect_ts,
+                sample_rate: id.sample_rate,
+            },
             state: self.state.get(),
             pub_counts,
             features: ClientFeatures::default(),
@@ -133,7 +135,10 @@ mod tests {
         let meta = ClientMeta::new(remote);
         let before = meta.stats(1, remote, 0);
         assert_eq!(
-            (before.client_id.as_str(), before.hostname.as_str()),
+            (
+                before.identity.client_id.as_str(),
+                before.identity.hostname.as_str()
+            ),
             ("10.1.2.3", "10.1.2.3")
         );
         assert!(!meta.has_published());
@@ -142,10 +147,10 @@ mod tests {
         meta.set_state(state::SUBSCRIBED);
         let s = meta.stats(1, remote, 42);
         assert!(meta.has_published());
-        assert_eq!(s.client_id, "id");
-        assert_eq!(s.sample_rate, 10);
+        assert_eq!(s.identity.client_id, "id");
+        assert_eq!(s.identity.sample_rate, 10);
         assert_eq!(s.state, 3);
-        assert_eq!(s.remote_address, "10.1.2.3:4567");
+        assert_eq!(s.identity.remote_address, "10.1.2.3:4567");
         let counts: Vec<_> = s
             .pub_counts
             .iter()

@@ -5,7 +5,8 @@ use crate::broker::channel::Channel;
 use crate::broker::topic::Topic;
 use crate::mesh::{MeshMsg, ReplyTo};
 use crate::stats::{
-    ChannelStats, ClientFeatures, ConsumerStats, ShardFigures, ShardStats, StatsFilter, TopicStats,
+    ChannelStats, ClientFeatures, ClientIdentity, ConsumerStats, DeliveryCounts, ShardFigures,
+    ShardStats, StatsFilter, TopicStats,
 };
 
 impl Shard {
@@ -125,17 +126,21 @@ fn channel_stats(c: &Channel, include_clients: bool) -> ChannelStats {
             .map(|k| ConsumerStats {
                 shard: k.info.id.shard,
                 conn: k.info.id.conn,
-                client_id: k.info.client_id.clone(),
-                hostname: k.info.hostname.clone(),
-                user_agent: k.info.user_agent.clone(),
-                remote_address: k.info.remote_address.clone(),
-                connect_ts: k.info.connect_ts,
-                sample_rate: k.info.sample_rate,
-                ready_count: k.ready_count,
-                in_flight_count: k.in_flight_count,
-                message_count: k.message_count,
-                finish_count: k.finish_count,
-                requeue_count: k.requeue_count,
+                identity: ClientIdentity {
+                    client_id: k.info.client_id.clone(),
+                    hostname: k.info.hostname.clone(),
+                    user_agent: k.info.user_agent.clone(),
+                    remote_address: k.info.remote_address.clone(),
+                    connect_ts: k.info.connect_ts,
+                    sample_rate: k.info.sample_rate,
+                },
+                counts: DeliveryCounts {
+                    ready_count: k.ready_count,
+                    in_flight_count: k.in_flight_count,
+                    message_count: k.message_count,
+                    finish_count: k.finish_count,
+                    requeue_count: k.requeue_count,
+                },
             })
             .collect()
     } else {
