@@ -93,7 +93,15 @@ stop_broker() {
     wait "$BROKER_PID" 2>/dev/null || true
     BROKER_PID=""
 }
-cleanup() { stop_broker; rm -rf "$TMP"; }
+cleanup() {
+    local pid
+    for pid in ${GROUP_PIDS[@]+"${GROUP_PIDS[@]}"}; do
+        BROKER_PID="$pid"
+        stop_broker
+    done
+    stop_broker
+    rm -rf "$TMP"
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -231,59 +239,102 @@ for cores in "${CORES[@]}"; do
     done
 done
 
-run_broker_matrix() {
-    local label="$1" cores
-    for cores in "${CORES[@]}"; do
-        say "$label --cores $cores: publish (ephemeral topics, default queue)"
-        start_broker "$label" "$cores"
-        local size batch conns
-        for size in "${SIZES[@]}"; do
-            for batch in "${BATCHES[@]}"; do
-                bench "$label" "$cores" tp pub --topic "p$RUN#ephemeral" --size "$size" --batch "$batch"
-            done
-        done
-        if [ "$cores" = "${CORES[-1]}" ]; then
-            for conns in "${CONNS_SWEEP[@]}"; do
-                bench "$label" "$cores" conn pub --topic "c$RUN#ephemeral" --batch 100 --connections "$conns"
-            done
-        fi
-        bench "$label" "$cores" scale pub --topic "s$RUN#ephemeral" --batch 100 --topics 16
+# A group: every broker under comparison started with the same flags on the same CPUs, so each
+# load can run against one broker and then the other back to back (an idle broker costs
+# nothing), and slow drifts in machine load hit both sides of a ratio alike.
+GROUP_PIDS=()
+GROUP_ADDRS=()
+start_group() {
+    local cores="$1" i
+    shift
+    for i in "${!LABELS[@]}"; do
+        start_broker "${LABELS[$i]}" "$cores" "$@"
+        GROUP_PIDS[$i]="$BROKER_PID"
+        GROUP_ADDRS[$i]="$BROKER_ADDR"
+        BROKER_PID=""
+    done
+}
+stop_group() {
+    local pid
+    for pid in "${GROUP_PIDS[@]}"; do
+        BROKER_PID="$pid"
         stop_broker
+    done
+    GROUP_PIDS=()
+    GROUP_ADDRS=()
+}
+# each CORES TAG MODE [flags...]: the same run against every broker of the group in turn.
+each() {
+    local i
+    for i in "${!LABELS[@]}"; do
+        BROKER_PID="${GROUP_PIDS[$i]}"
+        BROKER_ADDR="${GROUP_ADDRS[$i]}"
+        bench "${LABELS[$i]}" "$@"
+    done
+    BROKER_PID=""
+}
 
-        say "$label --cores $cores: consume (queue $BIG_QUEUE)"
-        start_broker "$label" "$cores" --mem-queue-size="$BIG_QUEUE"
+run_matrix() {
+    local cores size batch conns level
+    for cores in "${CORES[@]}"; do
+        say "--cores $cores: publish (ephemeral topics, default queue)"
+        start_group "$cores"
         for size in "${SIZES[@]}"; do
-            bench "$label" "$cores" tp sub --topic "sub$RUN" --size "$size" --count "$(preload_count "$size")"
             for batch in "${BATCHES[@]}"; do
-                bench "$label" "$cores" tp pubsub --topic "ps$RUN" --size "$size" --batch "$batch"
+                each "$cores" tp pub --topic "p$RUN#ephemeral" --size "$size" --batch "$batch"
             done
         done
         if [ "$cores" = "${CORES[-1]}" ]; then
             for conns in "${CONNS_SWEEP[@]}"; do
-                bench "$label" "$cores" conn pubsub --topic "cps$RUN" --batch 100 --connections "$conns"
+                each "$cores" conn pub --topic "c$RUN#ephemeral" --batch 100 --connections "$conns"
             done
         fi
-        bench "$label" "$cores" scale pubsub --topic "sps$RUN" --batch 100 --topics 16
+        each "$cores" scale pub --topic "s$RUN#ephemeral" --batch 100 --topics 16
+        stop_group
+
+        say "--cores $cores: consume (queue $BIG_QUEUE)"
+        start_group "$cores" --mem-queue-size="$BIG_QUEUE"
+        for size in "${SIZES[@]}"; do
+            each "$cores" tp sub --topic "sub$RUN" --size "$size" --count "$(preload_count "$size")"
+            for batch in "${BATCHES[@]}"; do
+                each "$cores" tp pubsub --topic "ps$RUN" --size "$size" --batch "$batch"
+            done
+        done
+        if [ "$cores" = "${CORES[-1]}" ]; then
+            for conns in "${CONNS_SWEEP[@]}"; do
+                each "$cores" conn pubsub --topic "cps$RUN" --batch 100 --connections "$conns"
+            done
+        fi
+        each "$cores" scale pubsub --topic "sps$RUN" --batch 100 --topics 16
         if [ "$cores" = 1 ]; then
             for level in "${LAT_LEVELS[@]}"; do
                 local rate=$((LAT_MAX * level / 100))
                 [ "$rate" -gt 0 ] || rate=1000
-                bench "$label" 1 "lat$level" latency --topic "lat$RUN" --rate "$rate" \
-                    --output-buffer-timeout -1
+                each 1 "lat$level" latency --topic "lat$RUN" --rate "$rate" --output-buffer-timeout -1
             done
         fi
         if [ -n "$TOOLS" ] && [ -x "$TOOLS/bench_writer" ] && [ -x "$TOOLS/bench_reader" ]; then
-            nsq_tools "$label" "$cores"
+            local i
+            for i in "${!LABELS[@]}"; do
+                BROKER_PID="${GROUP_PIDS[$i]}"
+                BROKER_ADDR="${GROUP_ADDRS[$i]}"
+                nsq_tools "${LABELS[$i]}" "$cores"
+            done
+            BROKER_PID=""
         fi
-        stop_broker
+        stop_group
     done
     if [ "$QUICK" = 0 ]; then
         # 10,000 was asked for; a broker holding two descriptors per connection needs 20,000+
-        # and containers often cap the hard limit at 20,000, so stay just under it.
-        say "$label: $IDLE_CONNECTIONS idle connections"
-        start_broker "$label" 1
-        bench "$label" 1 idle idle --connections "$IDLE_CONNECTIONS" --duration 2s
-        stop_broker
+        # and containers often cap the hard limit at 20,000, so stay just under it. One broker
+        # at a time: the descriptors are per process but the connections share the machine.
+        local label
+        for label in "${LABELS[@]}"; do
+            say "$label: $IDLE_CONNECTIONS idle connections"
+            start_broker "$label" 1
+            bench "$label" 1 idle idle --connections "$IDLE_CONNECTIONS" --duration 2s
+            stop_broker
+        done
     fi
 }
 
@@ -333,9 +384,7 @@ measure_lat_max() {
 }
 measure_lat_max
 
-for label in "${LABELS[@]}"; do
-    run_broker_matrix "$label"
-done
+run_matrix
 
 say "plots"
 "$BENCH" plot --csv "$CSV" --out "$OUT" --ours nsqd-uring >>"$LOG" 2>&1 || say "plotting failed (see $LOG)"
