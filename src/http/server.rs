@@ -16,8 +16,10 @@ use super::handlers;
 use super::rt::{GlommioIo, GlommioTimer};
 use crate::shard::Shard;
 
-/// A client must send a request's complete header within this time (slowloris).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send a request's complete header within this time (slowloris). hyper starts
+/// this clock when it waits for a request head, so it is also how long an idle keep-alive
+/// connection stays open.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// hyper's read buffer limit, which bounds a request's header block (larger: 431).
 pub const MAX_HEADER_BUFFER: usize = 64 * 1024;
 /// A socket read or write that makes no progress for this long ends the connection (idle
