@@ -12,6 +12,8 @@ pub mod broker;
 pub mod http;
 /// nsqd-shaped log lines through tracing.
 pub mod logging;
+/// nsqlookupd registration (protocol V1 client).
+pub mod lookupd;
 /// The messages that cross cores and their batching.
 pub mod mesh;
 /// Command line, config file and validation.

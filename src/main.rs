@@ -9,7 +9,7 @@ use nsqd_uring::logging;
 use nsqd_uring::options::{self, Options, Parsed, TlsRequired};
 use nsqd_uring::protocol::codec::Limits;
 use nsqd_uring::runtime::{self, RuntimeConfig};
-use nsqd_uring::settings::{DiskSettings, FeatureSettings, Settings};
+use nsqd_uring::settings::{DiskSettings, FeatureSettings, LookupdSettings, Settings};
 
 fn main() -> ExitCode {
     let opts = match options::parse_args(std::env::args_os()) {
@@ -39,6 +39,15 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let mut settings = settings_from(&opts);
+    settings.lookupd = LookupdSettings {
+        addresses: opts.lookupd_tcp_addresses.clone(),
+        broadcast_address: opts.broadcast_address.clone(),
+        broadcast_tcp_port: opts.broadcast_tcp_port.clamp(0, 65535) as u16,
+        broadcast_http_port: opts.broadcast_http_port.clamp(0, 65535) as u16,
+        hostname: options::os_hostname(),
+        topology_region: opts.topology_region.clone(),
+        topology_zone: opts.topology_zone.clone(),
+    };
     settings.features = match features_from(&opts) {
         Ok(f) => f,
         Err(e) => {

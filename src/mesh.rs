@@ -139,6 +139,8 @@ pub enum MeshMsg {
     /// To a waiting shard: everything before the barrier was applied (and any error frames it
     /// caused were sent ahead of this reply).
     BarrierReply { token: u64 },
+    /// To the first core: registration changes for nsqlookupd.
+    Lookupd(Vec<crate::lookupd::LookupdEvent>),
     /// To a consumer's shard: a non-fatal error frame for `conn` (failed FIN/REQ/TOUCH).
     ClientError { conn: u64, error: ProtocolError },
     /// To a topic's owner: apply an HTTP administrative action.

@@ -33,6 +33,27 @@ pub struct Settings {
     pub disk: Option<DiskSettings>,
     /// Negotiable connection features (TLS, compression) and the TLS policy.
     pub features: FeatureSettings,
+    /// nsqlookupd registration.
+    pub lookupd: LookupdSettings,
+}
+
+/// Who to register with and what to announce (`--lookupd-tcp-address`, `--broadcast-*`).
+#[derive(Debug, Clone, Default)]
+pub struct LookupdSettings {
+    /// `--lookupd-tcp-address` (repeatable).
+    pub addresses: Vec<String>,
+    /// `--broadcast-address` (default: the OS hostname).
+    pub broadcast_address: String,
+    /// `--broadcast-tcp-port` (0: the TCP listener's port).
+    pub broadcast_tcp_port: u16,
+    /// `--broadcast-http-port` (0: the HTTP listener's port).
+    pub broadcast_http_port: u16,
+    /// The OS hostname.
+    pub hostname: String,
+    /// `--topology-region`.
+    pub topology_region: String,
+    /// `--topology-zone`.
+    pub topology_zone: String,
 }
 
 /// What IDENTIFY may negotiate, from `--tls-*`, `--snappy`, `--deflate`.
@@ -99,6 +120,7 @@ impl Default for Settings {
                 snappy: true,
                 deflate: true,
             },
+            lookupd: LookupdSettings::default(),
         }
     }
 }

@@ -10,7 +10,6 @@ use super::values::TlsRequired;
 /// a non-default value is refused at startup. Remove a name once it works.
 pub const UNBUILT_FLAGS: &[&str] = &[
     "https-address",
-    "lookupd-tcp-address",
     "auth-http-address",
     "auth-http-request-method",
     "statsd-address",
@@ -24,8 +23,6 @@ pub const UNBUILT_FLAGS: &[&str] = &[
     "enable-experiment",
     "topology-region",
     "topology-zone",
-    "broadcast-tcp-port",
-    "broadcast-http-port",
     "http-client-connect-timeout",
     "http-client-request-timeout",
     "queue-scan-worker-pool-max",

@@ -146,11 +146,8 @@ pub fn decode(buf: &mut BytesMut, ctx: &DecodeContext, eof: bool) -> DecodeResul
     let line = &buf[..line_end];
     let params: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
     if ctx.tls_required && params[0] != b"IDENTIFY" {
-        return Err(ProtocolError::invalid(format!(
-            "cannot {} in current state (TLS required)",
-            String::from_utf8_lossy(params[0])
-        ))
-        .into());
+        let text = [b"cannot ", params[0], b" in current state (TLS required)"].concat();
+        return Err(ProtocolError::invalid(text).into());
     }
     let mut reader = BodyReader {
         buf: &buf[head..],
@@ -176,11 +173,7 @@ pub fn decode(buf: &mut BytesMut, ctx: &DecodeContext, eof: bool) -> DecodeResul
         b"IDENTIFY" => identify(ctx, &mut reader)?,
         b"AUTH" => auth(ctx, &params, &mut reader)?,
         name => {
-            return Err(ProtocolError::invalid(format!(
-                "invalid command {}",
-                String::from_utf8_lossy(name)
-            ))
-            .into());
+            return Err(ProtocolError::invalid([b"invalid command ", name].concat()).into());
         }
     };
     let Some(cmd) = cmd else {
@@ -324,7 +317,7 @@ fn rdy(ctx: &DecodeContext, params: &[&[u8]]) -> SpanResult {
     let mut count: u64 = 1;
     if params.len() > 1 {
         count = byte_to_base10(params[1]).ok_or_else(|| {
-            ProtocolError::invalid(format!("RDY could not parse count {}", lossy(params[1])))
+            ProtocolError::invalid([b"RDY could not parse count ", params[1]].concat())
         })?;
     }
     let signed = count as i64;
@@ -371,7 +364,7 @@ fn req(ctx: &DecodeContext, params: &[&[u8]]) -> Result<Command<Span>, DecodeErr
     }
     let id = message_id(params[1])?;
     let raw = byte_to_base10(params[2]).ok_or_else(|| {
-        ProtocolError::invalid(format!("REQ could not parse timeout {}", lossy(params[2])))
+        ProtocolError::invalid([b"REQ could not parse timeout ", params[2]].concat())
     })?;
     let asked = raw as i64;
     let max = ctx.limits.max_req_timeout_ms;
@@ -461,7 +454,7 @@ fn dpub(ctx: &DecodeContext, params: &[&[u8]], reader: &mut BodyReader) -> SpanR
     }
     let topic = check_topic("DPUB", params[1], false)?;
     let raw = byte_to_base10(params[2]).ok_or_else(|| {
-        ProtocolError::invalid(format!("DPUB could not parse timeout {}", lossy(params[2])))
+        ProtocolError::invalid([b"DPUB could not parse timeout ", params[2]].concat())
     })?;
     let ms = raw as i64;
     if ms < 0 || ms > ctx.limits.max_req_timeout_ms {
@@ -611,7 +604,7 @@ mod tests {
 
     fn err_text(r: DecodeResult) -> String {
         match r {
-            Err(DecodeError::Protocol(e)) => e.frame_data(),
+            Err(DecodeError::Protocol(e)) => String::from_utf8_lossy(&e.frame_data()).into_owned(),
             other => panic!("expected error, got {other:?}"),
         }
     }
@@ -994,6 +987,17 @@ mod tests {
         );
         let mut b = BytesMut::from(&b"IDENTIFY\n\x00\x00\x00\x02{}"[..]);
         assert!(decode(&mut b, &c, false).unwrap().is_some());
+    }
+
+    #[test]
+    fn client_bytes_are_echoed_verbatim() {
+        let mut b = BytesMut::from(&b"F\xffO\n"[..]);
+        match decode(&mut b, &ctx(ClientState::Init), false) {
+            Err(DecodeError::Protocol(e)) => {
+                assert_eq!(e.frame_data(), b"E_INVALID invalid command F\xffO")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -153,8 +153,19 @@ async fn write_loop(client: Rc<ClientHandle>, mut stream: TcpStream) {
             break;
         }
     }
-    // Wakes the reader (EOF) if it is still waiting on the socket.
-    let _ = nix::sys::socket::shutdown(stream.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    if client.wants_reset() {
+        // Linger 0: the last close sends RST, as Go does when unread data is discarded.
+        let linger = nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+        let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::Linger, &linger);
+    } else {
+        // Wakes the reader (EOF) if it is still waiting on the socket.
+        let _ = nix::sys::socket::shutdown(stream.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    }
 }
 
 /// Whether a command answers on success (so earlier FIN/REQ/TOUCH errors must precede it).
@@ -322,6 +333,7 @@ impl Connection {
                             "client({}) command line too long; closing",
                             self.client.remote
                         );
+                        self.client.reset();
                         return;
                     }
                     Err(DecodeError::Protocol(e)) => {

@@ -10,15 +10,16 @@ use std::fmt;
 pub struct ProtocolError {
     /// The `E_*` code, e.g. `E_INVALID`.
     pub code: &'static str,
-    /// The human text after the code.
-    pub text: String,
+    /// The text after the code: bytes, since nsqd echoes client bytes (an unknown command's
+    /// name, an unparsable number, a message ID) verbatim, valid UTF-8 or not.
+    pub text: Vec<u8>,
     /// Whether nsqd closes the connection after sending it.
     pub fatal: bool,
 }
 
 impl ProtocolError {
     /// A fatal error: the frame is sent, then the connection is closed.
-    pub fn fatal(code: &'static str, text: impl Into<String>) -> Self {
+    pub fn fatal(code: &'static str, text: impl Into<Vec<u8>>) -> Self {
         ProtocolError {
             code,
             text: text.into(),
@@ -27,7 +28,7 @@ impl ProtocolError {
     }
 
     /// A non-fatal error: the frame is sent and the connection stays open.
-    pub fn non_fatal(code: &'static str, text: impl Into<String>) -> Self {
+    pub fn non_fatal(code: &'static str, text: impl Into<Vec<u8>>) -> Self {
         ProtocolError {
             code,
             text: text.into(),
@@ -36,19 +37,19 @@ impl ProtocolError {
     }
 
     /// `E_INVALID <text>`, fatal.
-    pub fn invalid(text: impl Into<String>) -> Self {
+    pub fn invalid(text: impl Into<Vec<u8>>) -> Self {
         Self::fatal(E_INVALID, text)
     }
 
     /// The bytes of the error frame's data: code, one space, description.
-    pub fn frame_data(&self) -> String {
-        format!("{} {}", self.code, self.text)
+    pub fn frame_data(&self) -> Vec<u8> {
+        [self.code.as_bytes(), b" ", &self.text].concat()
     }
 }
 
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.code, self.text)
+        write!(f, "{} {}", self.code, String::from_utf8_lossy(&self.text))
     }
 }
 

@@ -371,7 +371,7 @@ mod tests {
             br#"{"sample_rate":4294967296}"#,
         ] {
             assert_eq!(
-                parse_identify(bad).unwrap_err().frame_data(),
+                parse_identify(bad).unwrap_err().to_string(),
                 "E_BAD_BODY IDENTIFY failed to decode JSON body"
             );
         }
@@ -408,7 +408,7 @@ mod tests {
         for (json, text) in cases {
             let req = parse_identify(json.as_bytes()).unwrap();
             assert_eq!(
-                defaults().apply(&req, &limits()).unwrap_err().frame_data(),
+                defaults().apply(&req, &limits()).unwrap_err().to_string(),
                 text,
                 "{json}"
             );
@@ -440,7 +440,7 @@ mod tests {
         };
         let e = negotiate(&req, &defaults(), &limits(), f, false, "1.3.0").unwrap_err();
         assert_eq!(
-            e.frame_data(),
+            e.to_string(),
             "E_IDENTIFY_FAILED cannot enable both deflate and snappy compression"
         );
     }

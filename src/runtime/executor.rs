@@ -128,6 +128,7 @@ pub async fn run_shard(plan: ShardPlan) {
     if let Some(meta) = &plan.restore {
         shard.restore(meta).await;
     }
+    shard.start_lookupd(lookupd_identity(&plan.settings, local, http_local));
     let storage = glommio::spawn_local(shard.clone().run_storage());
     let accept = glommio::spawn_local(accept_loop(shard.clone(), listener));
     let http_server = http_listener
@@ -187,5 +188,25 @@ async fn housekeeping(shard: &Rc<Shard>) {
             shard.scan_queues(now);
             next_scan = now + scan_every;
         }
+        shard.announce_registrations();
+    }
+}
+
+/// What this nsqd tells nsqlookupd about itself: broadcast ports default to the real ones.
+fn lookupd_identity(
+    settings: &Settings,
+    tcp: SocketAddr,
+    http: Option<SocketAddr>,
+) -> crate::lookupd::wire::Identity {
+    let l = &settings.lookupd;
+    let pick = |configured: u16, actual: u16| if configured != 0 { configured } else { actual };
+    crate::lookupd::wire::Identity {
+        broadcast_address: l.broadcast_address.clone(),
+        hostname: l.hostname.clone(),
+        http_port: pick(l.broadcast_http_port, http.map(|a| a.port()).unwrap_or(0)),
+        tcp_port: pick(l.broadcast_tcp_port, tcp.port()),
+        topology_region: l.topology_region.clone(),
+        topology_zone: l.topology_zone.clone(),
+        version: crate::settings::NSQD_VERSION.to_string(),
     }
 }

@@ -40,6 +40,8 @@ pub struct ClientHandle {
     next_heartbeat: Cell<Instant>,
     /// TLS and compression negotiated by IDENTIFY (plain until then).
     pub transport: Transport,
+    /// Close with a reset instead of an orderly shutdown (nsqd's overlong-line case).
+    reset: Cell<bool>,
     writing: Cell<bool>,
     /// Identity, state and publish counts for `/stats`.
     pub meta: ClientMeta,
@@ -60,6 +62,7 @@ impl ClientHandle {
             heartbeat: Cell::new(heartbeat),
             next_heartbeat: Cell::new(now + heartbeat.unwrap_or_default()),
             transport: Transport::default(),
+            reset: Cell::new(false),
             writing: Cell::new(false),
             meta: ClientMeta::new(remote),
         }
@@ -94,7 +97,7 @@ impl ClientHandle {
         if self.closing.get() {
             return;
         }
-        frame::put_error(&mut self.out.borrow_mut(), err.frame_data().as_bytes());
+        frame::put_error(&mut self.out.borrow_mut(), &err.frame_data());
         if err.fatal {
             self.closing.set(true);
         }
@@ -108,19 +111,21 @@ impl ClientHandle {
         self.reader_wakeup.wake();
     }
 
+    /// Closes with a TCP reset, as nsqd's connection does when a command line overflows its
+    /// read buffer.
+    pub fn reset(&self) {
+        self.reset.set(true);
+        self.close();
+    }
+
+    /// Whether the connection should end with a reset.
+    pub fn wants_reset(&self) -> bool {
+        self.reset.get()
+    }
+
     /// Whether the connection is closing (no more frames are accepted).
     pub fn is_closing(&self) -> bool {
         self.closing.get()
-    }
-
-    /// Bytes waiting to be written.
-    pub fn pending_output(&self) -> usize {
-        self.out.borrow().len()
-    }
-
-    /// Swaps the pending output into `spare` (which must be empty) for the writer.
-    pub fn take_output(&self, spare: &mut BytesMut) {
-        std::mem::swap(&mut *self.out.borrow_mut(), spare);
     }
 
     /// Marks a socket write in progress (so an upgrade waits for it to finish).
@@ -132,6 +137,16 @@ impl ClientHandle {
     /// progress): the point where IDENTIFY may switch TLS or compression on.
     pub fn is_drained(&self) -> bool {
         self.out.borrow().is_empty() && !self.writing.get()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_output(&self) -> usize {
+        self.out.borrow().len()
+    }
+
+    /// Swaps the pending output into `spare` (which must be empty) for the writer.
+    pub fn take_output(&self, spare: &mut BytesMut) {
+        std::mem::swap(&mut *self.out.borrow_mut(), spare);
     }
 
     /// The heartbeat interval (also the write deadline), `None` when disabled.

@@ -7,6 +7,7 @@ pub mod client;
 pub mod client_meta;
 pub mod outbox;
 pub mod owner;
+pub mod registration;
 pub mod reply;
 mod snapshot;
 pub mod storage;
@@ -58,6 +59,8 @@ pub struct Shard {
     rng: RefCell<SmallRng>,
     /// Disk queues of the owned topics (when a data path is set).
     disk: Option<storage::ShardDisk>,
+    /// What this core announced to nsqlookupd.
+    registration: registration::RegistrationState,
 }
 
 impl Shard {
@@ -82,6 +85,7 @@ impl Shard {
             pending_admin: PendingReplies::default(),
             pending_stats: PendingReplies::default(),
             http_connections: Cell::new(0),
+            registration: Default::default(),
             rng: RefCell::new(SmallRng::from_entropy()),
             disk: settings
                 .disk
@@ -300,6 +304,7 @@ impl Shard {
             MeshMsg::PublishReply { token, outcome } => {
                 self.pending_publishes.complete(token, outcome)
             }
+            MeshMsg::Lookupd(events) => self.deliver_lookupd(events),
             MeshMsg::ClientError { conn, error } => {
                 if let Some(c) = self.clients.borrow().get(&conn) {
                     c.push_error(&error);

@@ -106,10 +106,7 @@ impl Shard {
         let Some(ch) = channel else {
             // The channel is gone (deleted): in-flight actions fail as nsqd's would.
             if let Some((code, cmd, id)) = failure_parts(&op) {
-                let text = format!(
-                    "{cmd} {} failed ID not in flight",
-                    String::from_utf8_lossy(&id)
-                );
+                let text = [cmd.as_bytes(), b" ", &id, b" failed ID not in flight"].concat();
                 self.client_error(consumer, ProtocolError::non_fatal(code, text));
             }
             return;
@@ -129,7 +126,7 @@ impl Shard {
         };
         if let Err(e) = result {
             let (code, cmd, id) = failure_parts(&op).expect("only in-flight ops fail");
-            let text = format!("{cmd} {} failed {}", String::from_utf8_lossy(&id), e.text());
+            let text = [cmd.as_bytes(), b" ", &id, b" failed ", e.text().as_bytes()].concat();
             self.client_error(consumer, ProtocolError::non_fatal(code, text));
         }
         if op == ChannelOp::Leave {

@@ -63,11 +63,7 @@ pub(super) fn info(ctx: &HttpContext) -> Reply {
 }
 
 /// `GET /config/:opt` reads an option by its config key; `PUT` changes `log_level` (live) or
-/// `nsqlookupd_tcp_addresses`, then answers with the new value.
-///
-/// nsqd-uring does not register with nsqlookupd yet, so a `PUT` of a non-empty lookupd list is
-/// refused (500 `INTERNAL_ERROR`, logged) rather than accepted and silently not acted on; an
-/// empty list is what is in force and is accepted.
+/// `nsqlookupd_tcp_addresses` (peers reconnected at once), then answers with the new value.
 pub(super) async fn config(ctx: &HttpContext, mut call: Call, put: bool) -> Reply {
     let opt = call.param.clone().unwrap_or_default();
     if put {
@@ -84,13 +80,9 @@ pub(super) async fn config(ctx: &HttpContext, mut call: Call, put: bool) -> Repl
                 let addrs: Option<Vec<String>> =
                     serde_json::from_slice(&body).map_err(|_| INVALID_VALUE)?;
                 let addrs = addrs.unwrap_or_default();
-                if !addrs.is_empty() {
-                    tracing::error!(
-                        "PUT /config/nsqlookupd_tcp_addresses {addrs:?} refused: nsqlookupd \
-                         registration is not built yet in nsqd-uring"
-                    );
-                    return Err(ApiError::INTERNAL_ERROR);
-                }
+                // Removed peers are dropped and new ones connected (and sent every
+                // registration) by the lookupd task on the first core.
+                ctx.shard.set_lookupd_peers(addrs.clone());
                 ctx.shared.set_option(|o| o.lookupd_tcp_addresses = addrs);
             }
             "log_level" => {
