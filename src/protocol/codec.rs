@@ -144,7 +144,15 @@ pub fn decode(buf: &mut BytesMut, ctx: &DecodeContext, eof: bool) -> DecodeResul
     }
     let head = nl + 1;
     let line = &buf[..line_end];
-    let params: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    // No command looks past its third token, and every arity check holds with the count capped
+    // at three, so the tokens live on the stack (no allocation per command).
+    let mut tokens: [&[u8]; 3] = [&[]; 3];
+    let mut count = 0;
+    for (i, token) in line.split(|&b| b == b' ').take(3).enumerate() {
+        tokens[i] = token;
+        count = i + 1;
+    }
+    let params = &tokens[..count];
     if ctx.tls_required && params[0] != b"IDENTIFY" {
         let text = [b"cannot ", params[0], b" in current state (TLS required)"].concat();
         return Err(ProtocolError::invalid(text).into());
@@ -802,7 +810,10 @@ mod tests {
             max_body_size: 4 + 4 + 3,
             ..Limits::default()
         };
-        let c = DecodeContext { limits, ..ctx(ClientState::Init) };
+        let c = DecodeContext {
+            limits,
+            ..ctx(ClientState::Init)
+        };
         let mut fits = BytesMut::from(&mpub_body(&[b"abc"])[..]);
         assert!(decode(&mut fits, &c, false).unwrap().is_some());
         let mut over = BytesMut::from(&mpub_body(&[b"abcd"])[..]);
