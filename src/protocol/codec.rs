@@ -164,22 +164,22 @@ pub fn decode(buf: &mut BytesMut, ctx: &DecodeContext, eof: bool) -> DecodeResul
     };
     let cmd = match params[0] {
         b"NOP" => Some(Command::Nop),
-        b"RDY" => rdy(ctx, &params)?,
-        b"FIN" => Some(Command::Fin(id_command(ctx, &params, "FIN")?)),
-        b"TOUCH" => Some(Command::Touch(id_command(ctx, &params, "TOUCH")?)),
-        b"REQ" => Some(req(ctx, &params)?),
+        b"RDY" => rdy(ctx, params)?,
+        b"FIN" => Some(Command::Fin(id_command(ctx, params, "FIN")?)),
+        b"TOUCH" => Some(Command::Touch(id_command(ctx, params, "TOUCH")?)),
+        b"REQ" => Some(req(ctx, params)?),
         b"CLS" => {
             if ctx.state != ClientState::Subscribed {
                 return Err(ProtocolError::invalid("cannot CLS in current state").into());
             }
             Some(Command::Cls)
         }
-        b"SUB" => Some(sub(ctx, &params)?),
-        b"PUB" => pub_cmd(ctx, &params, &mut reader)?,
-        b"DPUB" => dpub(ctx, &params, &mut reader)?,
-        b"MPUB" => mpub(ctx, &params, &mut reader)?,
+        b"SUB" => Some(sub(ctx, params)?),
+        b"PUB" => pub_cmd(ctx, params, &mut reader)?,
+        b"DPUB" => dpub(ctx, params, &mut reader)?,
+        b"MPUB" => mpub(ctx, params, &mut reader)?,
         b"IDENTIFY" => identify(ctx, &mut reader)?,
-        b"AUTH" => auth(ctx, &params, &mut reader)?,
+        b"AUTH" => auth(ctx, params, &mut reader)?,
         name => {
             return Err(ProtocolError::invalid([b"invalid command ", name].concat()).into());
         }
