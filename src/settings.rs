@@ -92,17 +92,7 @@ impl Default for Settings {
         let heartbeat = Duration::from_secs(30);
         Settings {
             limits: Limits::default(),
-            server_limits: ServerLimits {
-                max_heartbeat_interval: Duration::from_secs(60),
-                min_output_buffer_timeout: Duration::from_millis(25),
-                max_output_buffer_timeout: Duration::from_secs(30),
-                max_output_buffer_size: 65536,
-                max_msg_timeout: Duration::from_secs(900),
-                max_rdy_count: 2500,
-                max_deflate_level: 6,
-                topology_region: String::new(),
-                topology_zone: String::new(),
-            },
+            server_limits: ServerLimits::default(),
             client_defaults: ClientSettings::defaults(
                 heartbeat,
                 Duration::from_millis(250),

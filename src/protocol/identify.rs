@@ -137,6 +137,23 @@ pub struct ServerLimits {
     pub topology_zone: String,
 }
 
+impl Default for ServerLimits {
+    /// nsqd's defaults for every bound.
+    fn default() -> Self {
+        ServerLimits {
+            max_heartbeat_interval: Duration::from_secs(60),
+            min_output_buffer_timeout: Duration::from_millis(25),
+            max_output_buffer_timeout: Duration::from_secs(30),
+            max_output_buffer_size: 65536,
+            max_msg_timeout: Duration::from_secs(900),
+            max_rdy_count: 2500,
+            max_deflate_level: 6,
+            topology_region: String::new(),
+            topology_zone: String::new(),
+        }
+    }
+}
+
 /// A client's effective settings (nsqd's `clientV2` fields that IDENTIFY changes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSettings {
@@ -318,17 +335,7 @@ mod tests {
     use super::*;
 
     fn limits() -> ServerLimits {
-        ServerLimits {
-            max_heartbeat_interval: Duration::from_secs(60),
-            min_output_buffer_timeout: Duration::from_millis(25),
-            max_output_buffer_timeout: Duration::from_secs(30),
-            max_output_buffer_size: 65536,
-            max_msg_timeout: Duration::from_secs(900),
-            max_rdy_count: 2500,
-            max_deflate_level: 6,
-            topology_region: String::new(),
-            topology_zone: String::new(),
-        }
+        ServerLimits::default()
     }
 
     fn defaults() -> ClientSettings {
