@@ -14,6 +14,7 @@
 #   
 #   NSQD_SOAK_FANOUT_PER_PUBLISHER    fan-out messages per publisher, x4    (25000; suite: 500)
 #   NSQD_SOAK_FANOUT_SECS             fan-out time bound                    (300; suite: 30)
+#   NSQD_SOAK_SIGTERM_LOAD_MS         publishing before SIGTERM + restart   (1000; suite: 1000)
 #
 # Each connection costs the broker 2 fds (the socket and the writer's dup) and this process 1;
 # 10,000 idle connections fit the 20,000 open-file limit of this machine. Figures are printed as
@@ -28,6 +29,7 @@ export NSQD_SOAK_STUCK_MESSAGES="${NSQD_SOAK_STUCK_MESSAGES:-100000}"
 export 
 export NSQD_SOAK_FANOUT_PER_PUBLISHER="${NSQD_SOAK_FANOUT_PER_PUBLISHER:-25000}"
 export NSQD_SOAK_FANOUT_SECS="${NSQD_SOAK_FANOUT_SECS:-300}"
+export NSQD_SOAK_SIGTERM_LOAD_MS="${NSQD_SOAK_SIGTERM_LOAD_MS:-1000}"
 FUZZ_SECS="${FUZZ_SECS:-300}"
 
 ulimit -n "$(ulimit -Hn)"
