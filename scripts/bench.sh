@@ -332,7 +332,7 @@ run_matrix() {
         for label in "${LABELS[@]}"; do
             say "$label: $IDLE_CONNECTIONS idle connections"
             start_broker "$label" 1
-            bench "$label" 1 idle idle --connections "$IDLE_CONNECTIONS" --duration 2s
+            bench "$label" 1 idle idle --connections "$IDLE_CONNECTIONS"
             stop_broker
         done
     fi

@@ -119,6 +119,10 @@ pub struct LoadArgs {
     /// raw: echo every frame, or one ack per batch.
     #[arg(long, value_enum, default_value_t = RawReply::Echo)]
     pub raw_reply: RawReply,
+    /// Executors spin this many microseconds before parking (0 = park at once): glommio's park
+    /// costs a membarrier and ring re-arming, which a busy-ish generator may not want to pay.
+    #[arg(long, default_value_t = 0)]
+    pub spin_before_park_us: u64,
     /// Broker process to sample CPU time and RSS from (/proc).
     #[arg(long)]
     pub broker_pid: Option<i32>,

@@ -214,6 +214,7 @@ pub fn pick_cpus(wanted: &[usize], n: usize) -> Result<Vec<usize>, String> {
 pub fn spawn_executors<F, Fut>(
     name: &str,
     cpus: &[usize],
+    spin: Duration,
     core_main: F,
 ) -> Result<Vec<JoinHandle<Latencies>>, String>
 where
@@ -227,10 +228,13 @@ where
         let handle = std::thread::Builder::new()
             .name(thread_name.clone())
             .spawn(move || {
-                let built = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
                     .name(&thread_name)
-                    .io_memory(IO_MEMORY)
-                    .make();
+                    .io_memory(IO_MEMORY);
+                if !spin.is_zero() {
+                    builder = builder.spin_before_park(spin);
+                }
+                let built = builder.make();
                 match built {
                     Ok(ex) => ex.run(core_main(i)),
                     Err(e) => {

@@ -38,7 +38,8 @@ pub fn run(mode: Mode, args: LoadArgs) -> Result<(Arc<Shared>, Measured), String
     };
     let raw_addrs = Arc::new(raw_addrs);
     let s = shared.clone();
-    let handles = run::spawn_executors("nsq-bench", &cpus, move |core| {
+    let spin = Duration::from_micros(shared.args.spin_before_park_us);
+    let handles = run::spawn_executors("nsq-bench", &cpus, spin, move |core| {
         core_main(s.clone(), core, raw_addrs.clone())
     })?;
     let mut measured = run::clock(&shared, handles);
@@ -75,13 +76,19 @@ fn spawn_raw_servers(
     for &cpu in cpus {
         let (tx, rx) = std::sync::mpsc::channel();
         let s = shared.clone();
-        handles.extend(run::spawn_executors("nsq-bench-echo", &[cpu], move |_| {
-            let (s, tx) = (s.clone(), tx.clone());
-            async move {
-                raw::serve(&s, bound, tx).await;
-                Latencies::new()
-            }
-        })?);
+        let spin = Duration::from_micros(shared.args.spin_before_park_us);
+        handles.extend(run::spawn_executors(
+            "nsq-bench-echo",
+            &[cpu],
+            spin,
+            move |_| {
+                let (s, tx) = (s.clone(), tx.clone());
+                async move {
+                    raw::serve(&s, bound, tx).await;
+                    Latencies::new()
+                }
+            },
+        )?);
         bound = rx
             .recv_timeout(SERVER_START)
             .map_err(|_| format!("raw echo server on cpu {cpu} did not start"))?;
