@@ -1005,3 +1005,76 @@ proptest! {
         h.drain()?;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fuzz corpus replay
+// ---------------------------------------------------------------------------------------------
+
+/// The committed fuzz corpus (`fuzz/corpus/<target>`), each file as the fuzz target reads it.
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{} is empty", dir.display());
+    files
+        .iter()
+        .map(|p| std::fs::read(p).expect("corpus file"))
+        .collect()
+}
+
+/// Every input in the fuzz corpus (where crash reproducers go once fixed) replays through the
+/// same entry points on the stable toolchain, so `cargo test` keeps them fixed without
+/// cargo-fuzz.
+#[test]
+fn fuzz_corpus_replays() {
+    for input in corpus("decode_v2") {
+        let Some((head, rest)) = input.split_first_chunk::<3>() else {
+            continue;
+        };
+        let state = [
+            ClientState::Init,
+            ClientState::Subscribed,
+            ClientState::Closing,
+        ][usize::from(head[0] % 3)];
+        let mut buf = BytesMut::from(rest);
+        while let Ok(Some(_)) = decode(&mut buf, &ctx(state), false) {}
+    }
+    for input in corpus("mpub_body") {
+        let mut buf = BytesMut::from(&b"MPUB t\n"[..]);
+        buf.put_i32(input.len().saturating_sub(1) as i32);
+        buf.extend_from_slice(input.get(1..).unwrap_or_default());
+        let _ = decode(&mut buf, &ctx(ClientState::Init), true);
+    }
+    for input in corpus("identify_json") {
+        identify_checks(&input).unwrap();
+    }
+    // As fuzz/fuzz_targets/options.rs: argument lines, then optionally `===` and a config file.
+    let config = std::env::temp_dir().join(format!("nsqd-corpus-{}.toml", std::process::id()));
+    for input in corpus("options") {
+        let text = String::from_utf8_lossy(&input).into_owned();
+        let (args, file) = match text.split_once("\n===\n") {
+            Some((a, f)) => (a.to_string(), Some(f.to_string())),
+            None => (text, None),
+        };
+        let mut argv = vec!["nsqd".to_string()];
+        if let Some(f) = file {
+            std::fs::write(&config, f).unwrap();
+            argv.push(format!("--config={}", config.display()));
+        }
+        argv.extend(args.split('\n').filter(|a| !a.is_empty()).map(String::from));
+        let _ = nsqd_uring::options::parse_args(argv);
+    }
+    let _ = std::fs::remove_file(&config);
+    for input in corpus("disk_formats") {
+        let text = String::from_utf8_lossy(input.get(1..).unwrap_or_default()).into_owned();
+        let _ = nsqd_uring::storage::diskqueue::Meta::parse(&text);
+        let _ = nsqd_uring::storage::metadata::Metadata::parse(&text);
+        let bytes = Bytes::copy_from_slice(input.get(1..).unwrap_or_default());
+        let _ = nsqd_uring::storage::record::next_record(&bytes, 1 << 20);
+    }
+}
