@@ -27,6 +27,9 @@ use crate::shard::client_meta;
 const READ_CHUNK: usize = 64 * 1024;
 /// A new connection's read buffer starts small so idle connections stay cheap.
 const INITIAL_READ_BUFFER: usize = 1024;
+/// A connection waits for another core to apply this many of its channel actions before
+/// reading more (one barrier round trip per this many FIN/RDY/REQ/TOUCH).
+const MAX_REMOTE_OPS: u32 = 4096;
 /// At most this many consecutive publishes travel as one batch.
 const MAX_PUBLISH_BATCH: usize = 256;
 /// The protocol magic for V2.
@@ -83,6 +86,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
         user_agent: String::new(),
         subscription: None,
         unsettled_ops: false,
+        remote_ops: 0,
         inbound: Inbound::default(),
         raw: BytesMut::new(),
     };
@@ -274,6 +278,9 @@ struct Connection {
     subscription: Option<Subscription>,
     /// FIN/REQ/TOUCH sent to another core whose possible error frames are not yet known.
     unsettled_ops: bool,
+    /// Channel actions sent to another core since the last barrier (bounds what one client can
+    /// queue on the mesh, and lets the output high-water mark see the error frames they cause).
+    remote_ops: u32,
     /// Inbound TLS/decompression state (plain until IDENTIFY negotiates otherwise).
     inbound: Inbound,
     /// Raw socket bytes when a layer sits between the socket and the decoder.
@@ -325,6 +332,9 @@ impl Connection {
                         };
                         if let Flow::Close = flow {
                             return;
+                        }
+                        if self.remote_ops >= MAX_REMOTE_OPS {
+                            self.settle_channel_ops().await;
                         }
                     }
                     Ok(None) => break,
@@ -479,8 +489,9 @@ impl Connection {
                 op,
                 ChannelOp::Finish(_) | ChannelOp::Requeue(..) | ChannelOp::Touch(_)
             );
-            if may_fail && sub.owner != self.shard.id {
-                self.unsettled_ops = true;
+            if sub.owner != self.shard.id {
+                self.unsettled_ops |= may_fail;
+                self.remote_ops += 1;
             }
             self.shard.channel_op(sub.owner, self.client.id, op);
         }
@@ -490,10 +501,11 @@ impl Connection {
     /// nsqd answers FIN/REQ/TOUCH failures before anything that follows them. When those went to
     /// another core, wait for that core to have applied them before the next response.
     async fn settle_channel_ops(&mut self) {
-        if !self.unsettled_ops {
+        if !self.unsettled_ops && self.remote_ops < MAX_REMOTE_OPS {
             return;
         }
         self.unsettled_ops = false;
+        self.remote_ops = 0;
         if let Some(owner) = self.subscription.as_ref().map(|s| s.owner) {
             self.shard.barrier(owner).await;
         }

@@ -359,8 +359,11 @@ impl QueueIo {
             let mut short = None;
             while batch.len() + self.backlog.ready_len() < READ_AHEAD {
                 match next_record(&data.slice(off..), self.cfg.max_msg_size) {
-                    Ok(Parsed::Record(msg, used)) => {
+                    Ok(Parsed::Record(mut msg, used)) => {
                         off += used;
+                        // Own the body: a slice would pin the whole read chunk for as long as
+                        // the message lives (in flight to a slow consumer, 256 KiB per message).
+                        msg.body = Bytes::copy_from_slice(&msg.body);
                         let end = Position {
                             file_num: num,
                             pos: self.next_read.pos + off as i64,
