@@ -1051,7 +1051,6 @@ fn sigterm_under_load_then_restart_loses_no_acknowledged_message() {
 /// nsqd skips invalid topic and channel names when it loads nsqd.dat; a corrupt or hand-edited
 /// file must not make the broker create queue files outside `--data-path`.
 #[test]
-#[ignore = "bug reported: nsqd.dat names are not validated on load"]
 fn nsqd_dat_with_a_path_in_a_topic_name_writes_nothing_outside_the_data_path() {
     let root = common::temp_dir();
     let data = root.join("data");

@@ -79,12 +79,20 @@ impl Metadata {
     /// dropped so a hand-edited file cannot make them durable.
     pub fn parse(text: &str) -> Result<Metadata, String> {
         let raw: Lenient = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let eph = crate::protocol::names::is_ephemeral;
+        // Ephemeral names are never persisted; invalid ones (which could name paths outside the
+        // data path) are skipped with a warning, as nsqd does.
+        let keep = |kind: &str, name: &str| {
+            let valid = crate::protocol::names::is_valid_name(name.as_bytes());
+            if !valid {
+                tracing::warn!("skipping creation of invalid {kind} {name:?} from nsqd.dat");
+            }
+            valid && !crate::protocol::names::is_ephemeral(name)
+        };
         let topics = raw
             .topics
             .unwrap_or_default()
             .into_iter()
-            .filter(|t| !eph(&t.name))
+            .filter(|t| keep("topic", &t.name))
             .map(|t| TopicMeta {
                 name: t.name,
                 paused: t.paused,
@@ -92,7 +100,7 @@ impl Metadata {
                     .channels
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|c| !eph(&c.name))
+                    .filter(|c| keep("channel", &c.name))
                     .collect(),
             })
             .collect();
@@ -201,6 +209,18 @@ mod tests {
                 .topics
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn skips_invalid_names() {
+        let m = Metadata::parse(
+            r#"{"topics":[{"name":"../../etc/x","paused":false,"channels":null},{"name":"ok","paused":false,"channels":[{"name":"a/b","paused":false},{"name":"c","paused":true}]}],"version":"1.3.0"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.topics.len(), 1);
+        assert_eq!(m.topics[0].name, "ok");
+        assert_eq!(m.topics[0].channels.len(), 1);
+        assert_eq!(m.topics[0].channels[0].name, "c");
     }
 
     #[test]
