@@ -15,15 +15,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let lim = ServerLimits {
-        max_heartbeat_interval: Duration::from_secs(60),
-        min_output_buffer_timeout: Duration::from_millis(25),
-        max_output_buffer_timeout: Duration::from_secs(30),
-        max_output_buffer_size: 65536,
-        max_msg_timeout: Duration::from_secs(900),
-        max_rdy_count: 2500,
-        max_deflate_level: 6,
         topology_region: "r\"\\\u{1}".into(),
         topology_zone: "z".into(),
+        ..ServerLimits::default()
     };
     let mut s = ClientSettings::defaults(
         Duration::from_secs(30),
