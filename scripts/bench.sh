@@ -274,8 +274,20 @@ each() {
     BROKER_PID=""
 }
 
+# sweep_and_scale CORES MODE TOPIC_SUFFIX: the connection sweep (on the last core count only)
+# and the 16-topic scaling run, MPUB of 100 x 200 B.
+sweep_and_scale() {
+    local cores="$1" mode="$2" suffix="$3" conns
+    if [ "$cores" = "${CORES[-1]}" ]; then
+        for conns in "${CONNS_SWEEP[@]}"; do
+            each "$cores" conn "$mode" --topic "c$RUN$suffix" --batch 100 --connections "$conns"
+        done
+    fi
+    each "$cores" scale "$mode" --topic "s$RUN$suffix" --batch 100 --topics 16
+}
+
 run_matrix() {
-    local cores size batch conns level
+    local cores size batch level
     for cores in "${CORES[@]}"; do
         say "--cores $cores: publish (ephemeral topics, default queue)"
         start_group "$cores"
@@ -284,12 +296,7 @@ run_matrix() {
                 each "$cores" tp pub --topic "p$RUN#ephemeral" --size "$size" --batch "$batch"
             done
         done
-        if [ "$cores" = "${CORES[-1]}" ]; then
-            for conns in "${CONNS_SWEEP[@]}"; do
-                each "$cores" conn pub --topic "c$RUN#ephemeral" --batch 100 --connections "$conns"
-            done
-        fi
-        each "$cores" scale pub --topic "s$RUN#ephemeral" --batch 100 --topics 16
+        sweep_and_scale "$cores" pub "#ephemeral"
         stop_group
 
         say "--cores $cores: consume (queue $BIG_QUEUE)"
@@ -300,12 +307,7 @@ run_matrix() {
                 each "$cores" tp pubsub --topic "ps$RUN" --size "$size" --batch "$batch"
             done
         done
-        if [ "$cores" = "${CORES[-1]}" ]; then
-            for conns in "${CONNS_SWEEP[@]}"; do
-                each "$cores" conn pubsub --topic "cps$RUN" --batch 100 --connections "$conns"
-            done
-        fi
-        each "$cores" scale pubsub --topic "sps$RUN" --batch 100 --topics 16
+        sweep_and_scale "$cores" pubsub ""
         if [ "$cores" = 1 ]; then
             for level in "${LAT_LEVELS[@]}"; do
                 local rate=$((LAT_MAX * level / 100))

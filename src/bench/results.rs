@@ -42,12 +42,14 @@ impl Row {
 
     /// A short name for the run in tables and chart axes.
     pub fn describe(&self) -> String {
-        let batch = match self.get("batch") {
-            "1" | "" => "PUB".to_string(),
-            b => format!("MPUB{b}"),
+        // sub publishes nothing during its window: its batch is only the preload's.
+        let batch = match (self.get("mode"), self.get("batch")) {
+            ("sub", _) => String::new(),
+            (_, "1" | "") => "PUB ".to_string(),
+            (_, b) => format!("MPUB{b} "),
         };
         let mut s = format!(
-            "{} {}B {} c{} x{}",
+            "{} {}B {}c{} x{}",
             self.get("mode"),
             self.get("size"),
             batch,

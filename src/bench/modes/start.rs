@@ -2,6 +2,7 @@
 //! executor must pass together (subscribed, preloaded, ready), and the tasks it runs once the
 //! clock says go. The main thread runs the clock (`run::clock`) meanwhile.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -177,38 +178,38 @@ fn publisher(args: &LoadArgs, i: usize, stamp: bool, windowed: bool) -> Publishe
     }
 }
 
+/// One task per item (a connection), each returning the latencies it recorded.
+fn spawn_each<T, F, Fut>(shared: &Arc<Shared>, items: Vec<T>, work: F) -> Tasks
+where
+    F: Fn(Arc<Shared>, T) -> Fut,
+    Fut: Future<Output = Latencies> + 'static,
+{
+    items
+        .into_iter()
+        .map(|item| glommio::spawn_local(work(shared.clone(), item)))
+        .collect()
+}
+
 fn spawn_publishers(
     shared: &Arc<Shared>,
     core: usize,
     conns: Vec<(usize, Conn)>,
     pubsub: bool,
 ) -> Tasks {
-    conns
-        .into_iter()
-        .map(|(i, mut conn)| {
-            let s = shared.clone();
-            let p = publisher(&s.args, i, pubsub, pubsub);
-            glommio::spawn_local(async move {
-                until_stopped(&s, publish_loop(&s, core, &mut conn, &p)).await;
-                Latencies::new()
-            })
-        })
-        .collect()
+    spawn_each(shared, conns, move |s, (i, mut conn)| async move {
+        let p = publisher(&s.args, i, pubsub, pubsub);
+        until_stopped(&s, publish_loop(&s, core, &mut conn, &p)).await;
+        Latencies::new()
+    })
 }
 
 fn spawn_consumers(shared: &Arc<Shared>, core: usize, conns: Vec<Conn>, timed: bool) -> Tasks {
-    conns
-        .into_iter()
-        .map(|mut conn| {
-            let s = shared.clone();
-            glommio::spawn_local(async move {
-                let mut lat = Latencies::new();
-                let record = timed.then_some(&mut lat);
-                until_stopped(&s, consume::consume_loop(&s, core, &mut conn, record)).await;
-                lat
-            })
-        })
-        .collect()
+    spawn_each(shared, conns, move |s, mut conn| async move {
+        let mut lat = Latencies::new();
+        let record = timed.then_some(&mut lat);
+        until_stopped(&s, consume::consume_loop(&s, core, &mut conn, record)).await;
+        lat
+    })
 }
 
 async fn pub_core(shared: &Arc<Shared>, core: usize) -> Tasks {
@@ -251,29 +252,32 @@ async fn sub_core(shared: &Arc<Shared>, core: usize) -> Tasks {
     spawn_consumers(shared, core, consumers, false)
 }
 
-async fn pubsub_core(shared: &Arc<Shared>, core: usize) -> Tasks {
+/// Consumers subscribed (on every executor) before publishers connect, then the go: what
+/// pubsub and latency share. `None` if the run stopped during set-up.
+async fn both_sides(shared: &Shared, core: usize) -> Option<(Vec<Conn>, Vec<(usize, Conn)>)> {
     let consumers = subscribe_all(shared, core).await;
     if !barrier(shared, &shared.subscribed).await {
-        return Vec::new();
+        return None;
     }
     let publishers = connect_all(shared, core).await;
-    if !ready_and_go(shared).await {
+    ready_and_go(shared)
+        .await
+        .then_some((consumers, publishers))
+}
+
+async fn pubsub_core(shared: &Arc<Shared>, core: usize) -> Tasks {
+    let Some((consumers, publishers)) = both_sides(shared, core).await else {
         return Vec::new();
-    }
+    };
     let mut tasks = spawn_consumers(shared, core, consumers, true);
     tasks.extend(spawn_publishers(shared, core, publishers, true));
     tasks
 }
 
 async fn latency_core(shared: &Arc<Shared>, core: usize) -> Tasks {
-    let consumers = subscribe_all(shared, core).await;
-    if !barrier(shared, &shared.subscribed).await {
+    let Some((consumers, publishers)) = both_sides(shared, core).await else {
         return Vec::new();
-    }
-    let publishers = connect_all(shared, core).await;
-    if !ready_and_go(shared).await {
-        return Vec::new();
-    }
+    };
     let start = shared.now_ns();
     let mut tasks = spawn_consumers(shared, core, consumers, true);
     let total = shared.args.connections;
@@ -305,23 +309,17 @@ async fn raw_core(shared: &Arc<Shared>, core: usize, addrs: &[SocketAddr]) -> Ta
         return Vec::new();
     }
     let window = (shared.args.window / shared.args.connections.max(1) as u64).max(1);
-    conns
-        .into_iter()
-        .map(|mut conn| {
-            let s = shared.clone();
-            glommio::spawn_local(async move {
-                let mut lat = Latencies::new();
-                match s.args.raw_reply {
-                    RawReply::Echo => {
-                        let work = raw::echo_client(&s, core, &mut conn, window, &mut lat);
-                        until_stopped(&s, work).await
-                    }
-                    RawReply::Ack => until_stopped(&s, raw::ack_client(&s, core, &mut conn)).await,
-                }
-                lat
-            })
-        })
-        .collect()
+    spawn_each(shared, conns, move |s, mut conn| async move {
+        let mut lat = Latencies::new();
+        match s.args.raw_reply {
+            RawReply::Echo => {
+                let work = raw::echo_client(&s, core, &mut conn, window, &mut lat);
+                until_stopped(&s, work).await
+            }
+            RawReply::Ack => until_stopped(&s, raw::ack_client(&s, core, &mut conn)).await,
+        }
+        lat
+    })
 }
 
 async fn idle_core(shared: &Arc<Shared>, core: usize) -> Tasks {
