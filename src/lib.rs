@@ -28,6 +28,8 @@ pub mod settings;
 pub mod shard;
 /// The stats snapshot `/stats`, `/metrics` and statsd render.
 pub mod stats;
+/// statsd push: nsqd's metric lines over UDP every `--statsd-interval`.
+pub mod statsd;
 /// On-disk formats (go-diskqueue, nsqd.dat), the data-path lock, and disk queue IO.
 pub mod storage;
 /// TLS configuration from the --tls-* flags.

@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use nsqd_uring::broker::latency::LatencyConfig;
 use nsqd_uring::logging;
 use nsqd_uring::options::{self, Options, Parsed, TlsRequired};
 use nsqd_uring::protocol::codec::Limits;
@@ -128,5 +130,11 @@ fn settings_from(o: &Options) -> Settings {
     s.client_defaults.heartbeat_interval = Some(Duration::from_secs(30));
     s.client_defaults.output_buffer_timeout = o.output_buffer_timeout;
     s.client_defaults.msg_timeout = o.msg_timeout;
+    s.e2e_latency = (!o.e2e_processing_latency_percentiles.is_empty()).then(|| {
+        Arc::new(LatencyConfig {
+            percentiles: o.e2e_processing_latency_percentiles.clone(),
+            window: o.e2e_processing_latency_window_time,
+        })
+    });
     s
 }

@@ -35,6 +35,9 @@ pub struct Settings {
     pub features: FeatureSettings,
     /// nsqlookupd registration.
     pub lookupd: LookupdSettings,
+    /// E2E processing latency tracking (`--e2e-processing-latency-*`); `None` when no
+    /// percentile is configured, as nsqd then keeps no streams.
+    pub e2e_latency: Option<std::sync::Arc<crate::broker::latency::LatencyConfig>>,
 }
 
 /// Who to register with and what to announce (`--lookupd-tcp-address`, `--broadcast-*`).
@@ -111,6 +114,7 @@ impl Default for Settings {
                 deflate: true,
             },
             lookupd: LookupdSettings::default(),
+            e2e_latency: None,
         }
     }
 }

@@ -64,6 +64,18 @@ pub struct TopicStats {
     pub paused: bool,
     /// Channels passing the filter, by name.
     pub channels: Vec<ChannelStats>,
+    /// Its channels' E2E latency merged; `None` (nsqd's `null` percentiles) when not tracked
+    /// or when the topic has no channel.
+    pub e2e_processing_latency: Option<LatencyStats>,
+}
+
+/// E2E processing latency over the window (`--e2e-processing-latency-percentile`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyStats {
+    /// Samples in the window.
+    pub count: u64,
+    /// `(quantile, nanoseconds)` in the configured order.
+    pub percentiles: Vec<(f64, f64)>,
 }
 
 /// One channel.
@@ -91,6 +103,8 @@ pub struct ChannelStats {
     pub paused: bool,
     /// The subscribed connections (empty without `include_clients`).
     pub consumers: Vec<ConsumerStats>,
+    /// E2E latency over the window; `None` when not tracked.
+    pub e2e_processing_latency: Option<LatencyStats>,
 }
 
 /// Who a connection is: what IDENTIFY said and where it connected from.
@@ -353,8 +367,58 @@ impl NodeStats {
     }
 }
 
+/// nsqd's Go memory figures (`/stats` `memory`, statsd `mem.*`) from what a Rust process has:
+/// the resident set size stands in for the heap in use; the Go-only figures (heap objects,
+/// idle and released heap, GC pauses and runs, next GC) have no counterpart and are 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GoMemStats {
+    /// Go: live heap objects (0).
+    pub heap_objects: u64,
+    /// Go: idle heap spans (0).
+    pub heap_idle_bytes: u64,
+    /// The resident set size.
+    pub heap_in_use_bytes: u64,
+    /// Go: heap returned to the OS (0).
+    pub heap_released_bytes: u64,
+    /// Go: longest GC pause (0).
+    pub gc_pause_usec_100: u64,
+    /// Go: 99th percentile GC pause (0).
+    pub gc_pause_usec_99: u64,
+    /// Go: 95th percentile GC pause (0).
+    pub gc_pause_usec_95: u64,
+    /// Go: heap size of the next GC (0).
+    pub next_gc_bytes: u64,
+    /// Go: GC runs (0).
+    pub gc_total_runs: u32,
+}
+
+impl GoMemStats {
+    /// The figures for this process as `p` read them.
+    pub fn from_process(p: &ProcessFigures) -> Self {
+        GoMemStats {
+            heap_in_use_bytes: p.resident_bytes,
+            ..GoMemStats::default()
+        }
+    }
+
+    /// Name and value of each figure, in nsqd's order (the `/stats` text report).
+    pub fn rows(&self) -> [(&'static str, u64); 9] {
+        [
+            ("heap_objects", self.heap_objects),
+            ("heap_idle_bytes", self.heap_idle_bytes),
+            ("heap_in_use_bytes", self.heap_in_use_bytes),
+            ("heap_released_bytes", self.heap_released_bytes),
+            ("gc_pause_usec_100", self.gc_pause_usec_100),
+            ("gc_pause_usec_99", self.gc_pause_usec_99),
+            ("gc_pause_usec_95", self.gc_pause_usec_95),
+            ("next_gc_bytes", self.next_gc_bytes),
+            ("gc_total_runs", u64::from(self.gc_total_runs)),
+        ]
+    }
+}
+
 /// Process figures read from `/proc` and `getrusage` (nsqd's Go memory block has no Rust
-/// equivalent; `/stats` reports the resident size as `heap_in_use_bytes` and zeros elsewhere).
+/// equivalent; see [`GoMemStats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ProcessFigures {
     /// Resident set size in bytes.

@@ -7,10 +7,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use super::latency::{LatencyConfig, LatencyWindow};
 use super::message::{Message, MessageId};
 use crate::storage::backlog::DiskBacklog;
 
@@ -133,6 +135,8 @@ pub struct Channel {
     disk: Option<DiskBacklog>,
     /// `--mem-queue-size` seen by the last put, for requeues and timeouts.
     mem_limit: usize,
+    /// E2E processing latency of FINished messages, when percentiles are configured.
+    e2e: Option<LatencyWindow>,
 }
 
 impl Channel {
@@ -154,7 +158,18 @@ impl Channel {
             had_consumer: false,
             disk: None,
             mem_limit: usize::MAX,
+            e2e: None,
         }
+    }
+
+    /// Starts tracking E2E processing latency (publish to FIN) as `config` asks.
+    pub fn track_latency(&mut self, config: Arc<LatencyConfig>) {
+        self.e2e = Some(LatencyWindow::new(config, Instant::now()));
+    }
+
+    /// The E2E latency window, when tracked.
+    pub fn latency(&self) -> Option<&LatencyWindow> {
+        self.e2e.as_ref()
     }
 
     /// Gives the channel its disk queue: overflow goes there instead of being refused.
@@ -301,7 +316,8 @@ impl Channel {
         }
     }
 
-    /// FIN: the message is done. Returns how long it was in flight.
+    /// FIN: the message is done. Returns how long it was in flight. With E2E latency tracked,
+    /// records now − the message's publish timestamp, as nsqd's `FinishMessage` does.
     pub fn finish(
         &mut self,
         id: ConsumerId,
@@ -310,6 +326,12 @@ impl Channel {
         let f = self.take_owned(id, msg_id)?;
         if let Some(c) = self.consumer_mut(id) {
             c.finish_count += 1;
+        }
+        if let Some(e2e) = &mut self.e2e {
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64);
+            e2e.record(f.msg.timestamp, now_ns, Instant::now());
         }
         Ok(f.delivered_at.elapsed())
     }

@@ -2,5 +2,6 @@
 
 pub mod channel;
 pub mod guid;
+pub mod latency;
 pub mod message;
 pub mod topic;

@@ -3,12 +3,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::channel::Channel;
 use super::guid::GuidFactory;
+use super::latency::LatencyConfig;
 use super::message::Message;
 use crate::storage::backlog::{DiskBacklog, Registry};
 use crate::storage::diskqueue::queue_name;
@@ -57,6 +59,8 @@ pub struct Topic {
     disk: Option<DiskBacklog>,
     /// Where channels get their disk queues.
     registry: Option<Rc<Registry>>,
+    /// E2E latency tracking given to every channel created (`None`: not tracked).
+    latency: Option<Arc<LatencyConfig>>,
 }
 
 impl Topic {
@@ -81,7 +85,13 @@ impl Topic {
             guid: GuidFactory::new(node_id),
             disk: registry.as_ref().map(|r| r.open(&queue_name(name, None))),
             registry,
+            latency: None,
         }
+    }
+
+    /// Channels created from now on track E2E processing latency as `config` asks.
+    pub fn track_latency(&mut self, config: Option<Arc<LatencyConfig>>) {
+        self.latency = config;
     }
 
     /// Messages waiting in the topic itself (no channel yet, or paused), memory and disk.
@@ -173,6 +183,9 @@ impl Topic {
     pub fn channel_mut(&mut self, name: &str, mem_queue_size: usize) -> &mut Channel {
         if !self.channels.contains_key(name) {
             let mut channel = Channel::new(name);
+            if let Some(config) = &self.latency {
+                channel.track_latency(config.clone());
+            }
             if let Some(r) = &self.registry
                 && !channel.ephemeral
             {

@@ -4,7 +4,9 @@
 use std::io::{self, Write};
 
 use serde::Serialize;
-use serde_json::ser::{CompactFormatter, Formatter};
+use serde_json::ser::Formatter;
+
+use crate::options::go_json_float;
 
 /// serde_json's compact output with Go's extra string escapes.
 struct GoFormatter;
@@ -26,8 +28,9 @@ impl Formatter for GoFormatter {
         writer.write_all(&fragment.as_bytes()[start..])
     }
 
+    /// Go's float text (`1`, `0.99`, `1e-7`), not serde_json's (`1.0`).
     fn write_f64<W: ?Sized + Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
-        CompactFormatter.write_f64(writer, value)
+        writer.write_all(go_json_float(value).as_bytes())
     }
 }
 

@@ -5,8 +5,11 @@
 use std::fmt::Write;
 
 use super::HttpShared;
+use crate::options::go_float_v;
 use crate::settings::NSQD_VERSION;
-use crate::stats::{ChannelStats, NodeStats, ProcessFigures, ShardFigures, TopicStats};
+use crate::stats::{
+    ChannelStats, LatencyStats, NodeStats, ProcessFigures, ShardFigures, TopicStats,
+};
 
 /// One metric family being written: `# HELP`, `# TYPE`, then samples.
 struct Family<'a> {
@@ -202,6 +205,78 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardFigure)] = &[
     ),
 ];
 
+/// E2E processing latency (only with `--e2e-processing-latency-percentile`): one gauge per
+/// quantile in seconds, and the samples the window holds. Gauges rather than a summary, since
+/// the window forgets samples and a summary's `_count` must only grow.
+fn render_latency(out: &mut String, topics: &[TopicStats]) {
+    if !topics.iter().any(|t| {
+        t.channels
+            .iter()
+            .any(|c| c.e2e_processing_latency.is_some())
+    }) {
+        return;
+    }
+    let quantiles = |l: &LatencyStats| -> Vec<(String, f64)> {
+        l.percentiles
+            .iter()
+            .map(|&(q, ns)| (go_float_v(q), ns / 1e9))
+            .collect()
+    };
+    let mut f = Family::new(
+        out,
+        "nsqd_topic_e2e_processing_latency_seconds",
+        "gauge",
+        "Publish-to-FIN latency quantiles over the window, all channels of the topic merged.",
+    );
+    for t in topics {
+        for (q, v) in t.e2e_processing_latency.iter().flat_map(quantiles) {
+            f.sample("", &[("topic", &t.name), ("quantile", &q)], v);
+        }
+    }
+    let mut f = Family::new(
+        out,
+        "nsqd_topic_e2e_processing_latency_samples",
+        "gauge",
+        "FINs in the E2E latency window, all channels of the topic.",
+    );
+    for t in topics {
+        if let Some(l) = &t.e2e_processing_latency {
+            f.sample("", &[("topic", &t.name)], l.count);
+        }
+    }
+    let mut f = Family::new(
+        out,
+        "nsqd_channel_e2e_processing_latency_seconds",
+        "gauge",
+        "Publish-to-FIN latency quantiles of the channel over the window.",
+    );
+    for t in topics {
+        for c in &t.channels {
+            for (q, v) in c.e2e_processing_latency.iter().flat_map(quantiles) {
+                let labels = [
+                    ("topic", t.name.as_str()),
+                    ("channel", &c.name),
+                    ("quantile", &q),
+                ];
+                f.sample("", &labels, v);
+            }
+        }
+    }
+    let mut f = Family::new(
+        out,
+        "nsqd_channel_e2e_processing_latency_samples",
+        "gauge",
+        "FINs in the channel's E2E latency window.",
+    );
+    for t in topics {
+        for c in &t.channels {
+            if let Some(l) = &c.e2e_processing_latency {
+                f.sample("", &[("topic", &t.name), ("channel", &c.name)], l.count);
+            }
+        }
+    }
+}
+
 /// The whole exposition.
 pub fn render(node: &NodeStats, process: &ProcessFigures, shared: &HttpShared) -> String {
     let mut out = String::with_capacity(4096);
@@ -220,6 +295,7 @@ pub fn render(node: &NodeStats, process: &ProcessFigures, shared: &HttpShared) -
             }
         }
     }
+    render_latency(&mut out, topics);
     for &(name, kind, help, figure) in SHARD_FAMILIES {
         let mut f = Family::new(&mut out, name, kind, help);
         for s in &node.shards {
@@ -351,5 +427,39 @@ mod tests {
         assert!(text.contains("nsqd_mesh_batch_size_bucket{shard=\"1\",le=\"+Inf\"} 2\n"));
         assert!(text.contains("nsqd_mesh_batch_size_sum{shard=\"1\"} 5\n"));
         assert!(text.contains("nsqd_info{version=\"1.3.0\"} 1\n"));
+        assert!(!text.contains("e2e"), "no latency families unless tracked");
+    }
+
+    #[test]
+    fn renders_latency_quantiles_in_seconds() {
+        let latency = Some(LatencyStats {
+            count: 4,
+            percentiles: vec![(1.0, 2_500_000.0), (0.99, 1_000_000.0)],
+        });
+        let node = NodeStats {
+            topics: Some(vec![TopicStats {
+                name: "t".into(),
+                channels: vec![ChannelStats {
+                    name: "c".into(),
+                    e2e_processing_latency: latency.clone(),
+                    ..ChannelStats::default()
+                }],
+                e2e_processing_latency: latency,
+                ..TopicStats::default()
+            }]),
+            ..NodeStats::default()
+        };
+        let shared = HttpShared::new(Options::default());
+        let text = render(&node, &ProcessFigures::default(), &shared);
+        assert!(text.contains(
+            "nsqd_topic_e2e_processing_latency_seconds{topic=\"t\",quantile=\"1\"} 0.0025\n"
+        ));
+        assert!(text.contains(
+            "nsqd_channel_e2e_processing_latency_seconds{topic=\"t\",channel=\"c\",quantile=\"0.99\"} 0.001\n"
+        ));
+        assert!(text.contains(
+            "nsqd_channel_e2e_processing_latency_samples{topic=\"t\",channel=\"c\"} 4\n"
+        ));
+        assert!(text.contains("# TYPE nsqd_topic_e2e_processing_latency_samples gauge\n"));
     }
 }

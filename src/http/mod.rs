@@ -70,15 +70,12 @@ impl HttpShared {
         if let (0, Some(p)) = (o.broadcast_http_port, http_port) {
             o.broadcast_http_port = i64::from(p);
         }
-        if !o.statsd_prefix.is_empty() {
-            let host = format!("{}:{}", o.broadcast_address, o.broadcast_http_port)
-                .replace(['.', ':'], "_");
-            let mut prefix = o.statsd_prefix.replace("%s", &host);
-            if !prefix.ends_with('.') {
-                prefix.push('.');
-            }
-            o.statsd_prefix = prefix;
-        }
+        let expanded = crate::statsd::expand_prefix(
+            &o.statsd_prefix,
+            &o.broadcast_address,
+            o.broadcast_http_port,
+        );
+        o.statsd_prefix = expanded;
     }
 
     /// The options as they are now.

@@ -8,10 +8,14 @@ use serde::Serialize;
 
 use super::HttpShared;
 use super::json;
+use crate::broker::latency::nanos_to_human;
 use crate::options::{format_go_duration, version_line};
 use crate::settings::NSQD_VERSION;
 use crate::shard::client::unix_seconds;
-use crate::stats::{ChannelStats, ClientView, NodeStats, ProcessFigures, PubCount, TopicStats};
+use crate::stats::{
+    ChannelStats, ClientView, GoMemStats, LatencyStats, NodeStats, ProcessFigures, PubCount,
+    TopicStats,
+};
 
 #[derive(Serialize)]
 struct StatsDoc<'a> {
@@ -20,7 +24,7 @@ struct StatsDoc<'a> {
     start_time: i64,
     topics: Option<Vec<TopicDoc<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    memory: Option<MemoryDoc>,
+    memory: Option<GoMemStats>,
     producers: Option<Vec<ClientDoc>>,
 }
 
@@ -52,18 +56,43 @@ struct ChannelDoc<'a> {
     e2e_processing_latency: LatencyDoc,
 }
 
-/// E2E latency percentiles are not tracked (`--e2e-processing-latency-percentile` is refused),
-/// which nsqd reports as `{"count":0,"percentiles":null}`.
+/// nsqd's quantile `Result`: `{"count":0,"percentiles":null}` when not tracked; each
+/// percentile a Go map, so its keys are in alphabetical order.
 #[derive(Serialize)]
 struct LatencyDoc {
     count: u64,
-    percentiles: Option<Vec<()>>,
+    percentiles: Option<Vec<PercentileDoc>>,
 }
 
-const NO_LATENCY: LatencyDoc = LatencyDoc {
-    count: 0,
-    percentiles: None,
-};
+#[derive(Serialize)]
+struct PercentileDoc {
+    quantile: f64,
+    value: f64,
+}
+
+fn latency_doc(l: Option<&LatencyStats>) -> LatencyDoc {
+    LatencyDoc {
+        count: l.map_or(0, |l| l.count),
+        percentiles: l.map(|l| {
+            l.percentiles
+                .iter()
+                .map(|&(quantile, value)| PercentileDoc { quantile, value })
+                .collect()
+        }),
+    }
+}
+
+/// nsqd's `Result.String()`: each value in human units, joined by `, ` (empty when untracked).
+fn latency_text(l: Option<&LatencyStats>) -> String {
+    l.map(|l| {
+        l.percentiles
+            .iter()
+            .map(|&(_, v)| nanos_to_human(v))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+    .unwrap_or_default()
+}
 
 #[derive(Serialize)]
 struct ClientDoc {
@@ -95,44 +124,6 @@ struct ClientDoc {
 struct PubCountDoc {
     topic: String,
     count: u64,
-}
-
-/// nsqd's Go memory block: the resident size stands in for the heap in use; the Go-specific
-/// figures (GC pauses and runs, heap objects) have no equivalent and are 0.
-#[derive(Serialize, Default)]
-struct MemoryDoc {
-    heap_objects: u64,
-    heap_idle_bytes: u64,
-    heap_in_use_bytes: u64,
-    heap_released_bytes: u64,
-    gc_pause_usec_100: u64,
-    gc_pause_usec_99: u64,
-    gc_pause_usec_95: u64,
-    next_gc_bytes: u64,
-    gc_total_runs: u32,
-}
-
-impl MemoryDoc {
-    fn from(p: &ProcessFigures) -> Self {
-        MemoryDoc {
-            heap_in_use_bytes: p.resident_bytes,
-            ..MemoryDoc::default()
-        }
-    }
-
-    fn rows(&self) -> [(&'static str, u64); 9] {
-        [
-            ("heap_objects", self.heap_objects),
-            ("heap_idle_bytes", self.heap_idle_bytes),
-            ("heap_in_use_bytes", self.heap_in_use_bytes),
-            ("heap_released_bytes", self.heap_released_bytes),
-            ("gc_pause_usec_100", self.gc_pause_usec_100),
-            ("gc_pause_usec_99", self.gc_pause_usec_99),
-            ("gc_pause_usec_95", self.gc_pause_usec_95),
-            ("next_gc_bytes", self.next_gc_bytes),
-            ("gc_total_runs", u64::from(self.gc_total_runs)),
-        ]
-    }
 }
 
 fn client_doc(c: ClientView) -> ClientDoc {
@@ -186,7 +177,7 @@ fn channel_doc<'a>(node: &NodeStats, c: &'a ChannelStats) -> ChannelDoc<'a> {
                 .collect()
         }),
         paused: c.paused,
-        e2e_processing_latency: NO_LATENCY,
+        e2e_processing_latency: latency_doc(c.e2e_processing_latency.as_ref()),
     }
 }
 
@@ -199,7 +190,7 @@ fn topic_doc<'a>(node: &NodeStats, t: &'a TopicStats) -> TopicDoc<'a> {
         message_count: t.message_count,
         message_bytes: t.message_bytes,
         paused: t.paused,
-        e2e_processing_latency: NO_LATENCY,
+        e2e_processing_latency: latency_doc(t.e2e_processing_latency.as_ref()),
     }
 }
 
@@ -213,7 +204,7 @@ pub fn json(node: &NodeStats, shared: &HttpShared, process: Option<&ProcessFigur
             .topics
             .as_ref()
             .map(|ts| ts.iter().map(|t| topic_doc(node, t)).collect()),
-        memory: process.map(MemoryDoc::from),
+        memory: process.map(GoMemStats::from_process),
         producers: node
             .producers()
             .map(|ps| ps.into_iter().map(client_doc).collect()),
@@ -241,7 +232,7 @@ pub fn text(node: &NodeStats, shared: &HttpShared, process: Option<&ProcessFigur
     let _ = writeln!(w, "\nHealth: {}", node.health());
     if let Some(p) = process {
         w.push_str("\nMemory:\n");
-        for (name, value) in MemoryDoc::from(p).rows() {
+        for (name, value) in GoMemStats::from_process(p).rows() {
             let _ = writeln!(w, "   {name:<25}\t{value}");
         }
     }
@@ -256,15 +247,19 @@ pub fn text(node: &NodeStats, shared: &HttpShared, process: Option<&ProcessFigur
         let paused = if t.paused { "*P " } else { "   " };
         let _ = writeln!(
             w,
-            "\n{paused}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: ",
-            t.name, t.depth, t.backend_depth, t.message_count
+            "\n{paused}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: {}",
+            t.name,
+            t.depth,
+            t.backend_depth,
+            t.message_count,
+            latency_text(t.e2e_processing_latency.as_ref())
         );
         for c in &t.channels {
             let paused = if c.paused { "   *P " } else { "      " };
             let _ = writeln!(
                 w,
                 "{paused}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} \
-                 re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: ",
+                 re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: {}",
                 c.name,
                 c.depth,
                 c.backend_depth,
@@ -272,7 +267,8 @@ pub fn text(node: &NodeStats, shared: &HttpShared, process: Option<&ProcessFigur
                 c.deferred_count,
                 c.requeue_count,
                 c.timeout_count,
-                c.message_count
+                c.message_count,
+                latency_text(c.e2e_processing_latency.as_ref())
             );
             if node.include_clients {
                 for k in &c.consumers {
@@ -461,5 +457,66 @@ Topics:
 Producers:
    [V2 h1:51744 ua/1        ] msgs: 2        topics: t1=2 connected: X";
         assert_eq!(now_connected(&got), want);
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::*;
+    use crate::options::Options;
+
+    fn tracked(count: u64, values: [f64; 2]) -> Option<LatencyStats> {
+        Some(LatencyStats {
+            count,
+            percentiles: vec![(1.0, values[0]), (0.99, values[1])],
+        })
+    }
+
+    fn node() -> NodeStats {
+        NodeStats {
+            topics: Some(vec![TopicStats {
+                name: "t".into(),
+                channels: vec![ChannelStats {
+                    name: "c".into(),
+                    e2e_processing_latency: tracked(2, [1_200_000.0, 900_000.0]),
+                    ..ChannelStats::default()
+                }],
+                e2e_processing_latency: tracked(0, [0.0, 0.0]),
+                ..TopicStats::default()
+            }]),
+            ..NodeStats::default()
+        }
+    }
+
+    #[test]
+    fn json_lists_quantiles_with_go_floats() {
+        let shared = HttpShared::new(Options::default());
+        let body = String::from_utf8(json(&node(), &shared, None)).unwrap();
+        assert!(
+            body.contains(
+                r#""e2e_processing_latency":{"count":2,"percentiles":[{"quantile":1,"value":1200000},{"quantile":0.99,"value":900000}]}"#
+            ),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                r#""e2e_processing_latency":{"count":0,"percentiles":[{"quantile":1,"value":0},{"quantile":0.99,"value":0}]}"#
+            ),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn text_shows_human_units() {
+        let shared = HttpShared::new(Options::default());
+        let body = text(&node(), &shared, None);
+        assert!(
+            body.contains("msgs: 0        e2e%: 1.2ms, 900.0us\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("msgs: 0        e2e%: 0.0ns, 0.0ns\n"),
+            "{body}"
+        );
     }
 }

@@ -28,6 +28,7 @@ use std::ffi::OsString;
 pub use duration::{GoDurationError, format_go_duration, parse_go_duration};
 pub use error::OptionsError;
 pub use host::{default_node_id, os_hostname};
+pub use strconv::{go_float_v, go_json_float};
 pub use table::Options;
 pub use validate::UNBUILT_FLAGS;
 pub use values::{LogLevel, TlsMinVersion, TlsRequired};

@@ -129,6 +129,9 @@ pub async fn run_shard(plan: ShardPlan) {
         shard.restore(meta).await;
     }
     shard.start_lookupd(lookupd_identity(&plan.settings, local, http_local));
+    if id == 0 && !plan.http.options().statsd_address.is_empty() {
+        glommio::spawn_local(crate::statsd::run(shard.clone(), plan.http.clone())).detach();
+    }
     let storage = glommio::spawn_local(shard.clone().run_storage());
     let accept = glommio::spawn_local(accept_loop(shard.clone(), listener));
     let http_server = http_listener

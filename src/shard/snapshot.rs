@@ -1,7 +1,10 @@
 //! A shard's part of a stats snapshot, and gathering every shard's part in one mesh round.
 
+use std::time::Instant;
+
 use super::Shard;
 use crate::broker::channel::Channel;
+use crate::broker::latency::merged_stats;
 use crate::broker::topic::Topic;
 use crate::mesh::{MeshMsg, ReplyTo};
 use crate::stats::{
@@ -46,9 +49,10 @@ impl Shard {
             None => topics.values().collect(),
         };
         let topic_found = filter.topic.is_some() && !selected.is_empty();
+        let now = Instant::now();
         let mut topic_stats: Vec<TopicStats> = selected
             .into_iter()
-            .filter_map(|t| topic_stats(t, filter))
+            .filter_map(|t| topic_stats(t, filter, now))
             .collect();
         topic_stats.sort_by(|a, b| a.name.cmp(&b.name));
         let clients = if filter.include_clients {
@@ -99,13 +103,17 @@ impl Shard {
 
 /// A topic's stats, or `None` when the channel filter excludes it (nsqd leaves out topics
 /// that lack the filtered channel).
-fn topic_stats(t: &Topic, filter: &StatsFilter) -> Option<TopicStats> {
+fn topic_stats(t: &Topic, filter: &StatsFilter, now: Instant) -> Option<TopicStats> {
     let channels: Vec<ChannelStats> = match &filter.channel {
-        Some(name) => vec![channel_stats(t.channels.get(name)?, filter.include_clients)],
+        Some(name) => vec![channel_stats(
+            t.channels.get(name)?,
+            filter.include_clients,
+            now,
+        )],
         None => t
             .channels
             .values()
-            .map(|c| channel_stats(c, filter.include_clients))
+            .map(|c| channel_stats(c, filter.include_clients, now))
             .collect(),
     };
     Some(TopicStats {
@@ -116,10 +124,12 @@ fn topic_stats(t: &Topic, filter: &StatsFilter) -> Option<TopicStats> {
         message_bytes: t.message_bytes,
         paused: t.paused,
         channels,
+        // nsqd merges every channel's stream, whatever the channel filter.
+        e2e_processing_latency: merged_stats(t.channels.values().filter_map(Channel::latency), now),
     })
 }
 
-fn channel_stats(c: &Channel, include_clients: bool) -> ChannelStats {
+fn channel_stats(c: &Channel, include_clients: bool, now: Instant) -> ChannelStats {
     let consumers = if include_clients {
         c.consumers()
             .iter()
@@ -158,5 +168,6 @@ fn channel_stats(c: &Channel, include_clients: bool) -> ChannelStats {
         client_count: c.consumers().len() as u64,
         paused: c.paused,
         consumers,
+        e2e_processing_latency: c.latency().map(|w| w.stats(now)),
     }
 }

@@ -207,11 +207,13 @@ impl Shard {
 
     /// A new topic wired to this shard's disk queues (if any).
     pub(super) fn new_topic(&self, name: &str) -> Topic {
-        Topic::with_disk(
+        let mut topic = Topic::with_disk(
             name,
             self.settings.node_id,
             self.disk.as_ref().map(|d| d.registry.clone()),
-        )
+        );
+        topic.track_latency(self.settings.e2e_latency.clone());
+        topic
     }
 
     /// The storage task: serves every disk queue of the shard until shutdown.
