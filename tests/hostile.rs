@@ -4,9 +4,9 @@
 //!
 //! Figures are printed as `FIGURE ...` lines (see them with `--nocapture`); RELIABILITY.md
 //! records them. The long versions (10,000 idle connections, bigger load) are in
-//! `scripts/soak.sh`, which sets the `NSQD_SOAK_*` variables read here. Disk-dependent
-//! scenarios (disk faults, kill -9 with --durable-ack, SIGTERM + restart accounting) belong
-//! here once disk queues land.
+//! `scripts/soak.sh`, which sets the `NSQD_SOAK_*` variables read here. SIGTERM under load
+//! with a restart is here; disk faults (full disk, corrupt segment) and kill -9 with
+//! `--durable-ack` are in `tests/disk.rs`.
 
 mod common;
 
