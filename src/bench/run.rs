@@ -317,12 +317,13 @@ pub fn clock(shared: &Arc<Shared>, handles: Vec<JoinHandle<Latencies>>) -> Measu
     }
     let (s2, r2) = shared.totals();
     m.elapsed = t1.elapsed();
+    // saturating: a broker that died (and a recycled pid) must not crash the report.
     m.broker_cpu = cpu1
         .zip(pid.and_then(super::proc_stat::cpu_time))
-        .map(|(a, b)| b - a);
+        .map(|(a, b)| b.saturating_sub(a));
     m.client_cpu = own1
         .zip(super::proc_stat::own_cpu_time())
-        .map(|(a, b)| b - a);
+        .map(|(a, b)| b.saturating_sub(a));
     shared
         .measure_to_ns
         .store(shared.now_ns(), Ordering::Relaxed);

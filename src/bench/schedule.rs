@@ -41,7 +41,8 @@ impl Schedule {
 
     /// When message `i` is intended to leave.
     pub fn intended_ns(&self, i: u64) -> u64 {
-        self.start_ns + (i as f64 * self.interval_ns) as u64
+        self.start_ns
+            .saturating_add((i as f64 * self.interval_ns) as u64)
     }
 
     /// When the next unsent message is due.
