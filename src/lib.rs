@@ -4,6 +4,8 @@
 //! `shard`, which applies it on the topic's owner core directly or via `mesh`, where
 //! `broker::topic` fans it out and `broker::channel` delivers it):
 
+/// AUTH: the auth server client, its cached reply and permission checks.
+pub mod auth;
 /// nsq-bench, the load generator: modes, client side of V2, histograms, plots.
 pub mod bench;
 /// The message model: messages and IDs, topics, channels (no IO).

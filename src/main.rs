@@ -61,6 +61,7 @@ fn main() -> ExitCode {
         cores: opts.cores,
         tcp_address: opts.tcp_address.clone(),
         http_address: opts.http_address.clone(),
+        https_address: opts.https_address.clone(),
         settings,
         options: opts.clone(),
     };
@@ -114,6 +115,16 @@ fn settings_from(o: &Options) -> Settings {
             durable_ack: o.durable_ack,
             board: None,
         }),
+        auth: nsqd_uring::auth::AuthSettings {
+            addresses: o.auth_http_addresses.clone(),
+            method: if o.auth_http_request_method == "post" {
+                nsqd_uring::auth::client::Method::Post
+            } else {
+                nsqd_uring::auth::client::Method::Get
+            },
+            connect_timeout: o.http_client_connect_timeout,
+            request_timeout: o.http_client_request_timeout,
+        },
         ..Settings::default()
     };
     let lim = &mut s.server_limits;

@@ -38,6 +38,8 @@ pub struct Settings {
     /// E2E processing latency tracking (`--e2e-processing-latency-*`); `None` when no
     /// percentile is configured, as nsqd then keeps no streams.
     pub e2e_latency: Option<std::sync::Arc<crate::broker::latency::LatencyConfig>>,
+    /// AUTH (off without `--auth-http-address`).
+    pub auth: crate::auth::AuthSettings,
 }
 
 /// Who to register with and what to announce (`--lookupd-tcp-address`, `--broadcast-*`).
@@ -115,6 +117,7 @@ impl Default for Settings {
             },
             lookupd: LookupdSettings::default(),
             e2e_latency: None,
+            auth: crate::auth::AuthSettings::default(),
         }
     }
 }

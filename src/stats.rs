@@ -122,6 +122,17 @@ pub struct ClientIdentity {
     pub connect_ts: i64,
     /// IDENTIFY `sample_rate`.
     pub sample_rate: i32,
+    /// Who the auth server says it is, once it sent AUTH.
+    pub auth: Option<AuthIdentity>,
+}
+
+/// What the auth server called a connection (nsqd's `auth_identity` and `auth_identity_url`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthIdentity {
+    /// The reply's `identity`.
+    pub identity: String,
+    /// The reply's `identity_url`.
+    pub identity_url: String,
 }
 
 /// A consumer's delivery figures, kept by its channel.

@@ -136,3 +136,84 @@ impl ClientCertVerifier for AnyClientCert {
             .supported_schemes()
     }
 }
+
+/// The subject common name of a DER certificate (the last CN attribute, as Go's
+/// `pkix.Name` keeps it), or `None` when the certificate has none or cannot be read.
+pub fn common_name(cert: &[u8]) -> Option<String> {
+    let (certificate, _) = der_element(cert, 0x30)?;
+    let (mut tbs, _) = der_element(certificate, 0x30)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs, 0xa0)?.1;
+    }
+    // serialNumber, signature, issuer, validity; then the subject.
+    for tag in [0x02, 0x30, 0x30, 0x30] {
+        tbs = der_element(tbs, tag)?.1;
+    }
+    let (mut rdns, _) = der_element(tbs, 0x30)?;
+    let mut name = None;
+    while !rdns.is_empty() {
+        let (mut set, rest) = der_element(rdns, 0x31)?;
+        rdns = rest;
+        while !set.is_empty() {
+            let (attribute, rest) = der_element(set, 0x30)?;
+            set = rest;
+            let (oid, value) = der_element(attribute, 0x06)?;
+            if oid == [0x55, 0x04, 0x03] {
+                let (text, _) = der_any(value)?;
+                name = Some(String::from_utf8_lossy(text).into_owned());
+            }
+        }
+    }
+    name
+}
+
+/// One DER element with tag `tag` at the start of `data`: (its contents, what follows it).
+fn der_element(data: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *data.first()? != tag {
+        return None;
+    }
+    der_any(data)
+}
+
+/// One DER element of any tag: (its contents, what follows it).
+fn der_any(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let first = *data.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let bytes = data.get(2..2 + n)?;
+        let len = bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some((data.get(header..end)?, data.get(end..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_name_is_the_subjects_last_cn() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["client".into()]).unwrap();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::OrganizationName, "org");
+        dn.push(rcgen::DnType::CommonName, "worker-7");
+        params.distinguished_name = dn;
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(common_name(cert.der()).as_deref(), Some("worker-7"));
+        let mut params = rcgen::CertificateParams::new(vec!["client".into()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(common_name(cert.der()), None);
+        assert_eq!(common_name(b"\x30\x03\x02"), None);
+        assert_eq!(common_name(&[]), None);
+    }
+}

@@ -12,7 +12,7 @@
 //! `stats` (`/stats` JSON and text), `metrics` (Prometheus text).
 
 mod handlers;
-mod json;
+pub(crate) mod json;
 mod metrics;
 mod mpub;
 mod query;
@@ -28,6 +28,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::options::Options;
 
+pub use rt::GlommioIo;
 pub use server::serve;
 
 /// What every core's HTTP API shares: the live options (`PUT /config` changes them), the
@@ -39,6 +40,7 @@ pub struct HttpShared {
     started: Instant,
     tcp_port: AtomicI32,
     http_port: AtomicI32,
+    https_port: AtomicI32,
 }
 
 impl HttpShared {
@@ -53,6 +55,7 @@ impl HttpShared {
             started: Instant::now(),
             tcp_port: AtomicI32::new(-1),
             http_port: AtomicI32::new(-1),
+            https_port: AtomicI32::new(-1),
         }
     }
 
@@ -110,6 +113,16 @@ impl HttpShared {
     /// The HTTP listener's port (-1 before it is bound).
     pub fn http_port(&self) -> i32 {
         self.http_port.load(Ordering::Relaxed)
+    }
+
+    /// Records the HTTPS listener's port (the plain listener's `TLS_REQUIRED` answer names it).
+    pub fn set_https_port(&self, port: u16) {
+        self.https_port.store(i32::from(port), Ordering::Relaxed);
+    }
+
+    /// The HTTPS listener's port (-1 when there is none).
+    pub fn https_port(&self) -> i32 {
+        self.https_port.load(Ordering::Relaxed)
     }
 }
 

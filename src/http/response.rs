@@ -64,6 +64,13 @@ pub fn json(body: Vec<u8>) -> HttpResponse {
     v1(build(StatusCode::OK, Some(JSON), body.into()))
 }
 
+/// nsqd's answer to every plain-HTTP request under `--tls-required=true`: 403 and this exact
+/// body (spaces included), with the V1 headers.
+pub fn tls_required(https_port: i32) -> HttpResponse {
+    let body = format!(r#"{{"message": "TLS_REQUIRED", "https_port": {https_port}}}"#);
+    v1(build(StatusCode::FORBIDDEN, Some(JSON), body.into()))
+}
+
 /// V1 error: `status` and `{"message":"<message>"}`.
 pub fn error(status: StatusCode, message: &str) -> HttpResponse {
     #[derive(serde::Serialize)]

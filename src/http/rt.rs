@@ -11,10 +11,10 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use hyper::rt::{ReadBufCursor, Sleep, Timer};
 
-/// A glommio socket as hyper's `Read`/`Write`.
-pub struct GlommioIo(pub TcpStream);
+/// A glommio socket (or a TLS stream over one) as hyper's `Read`/`Write`.
+pub struct GlommioIo<S = TcpStream>(pub S);
 
-impl hyper::rt::Read for GlommioIo {
+impl<S: AsyncRead + Unpin> hyper::rt::Read for GlommioIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -33,7 +33,7 @@ impl hyper::rt::Read for GlommioIo {
     }
 }
 
-impl hyper::rt::Write for GlommioIo {
+impl<S: AsyncWrite + Unpin> hyper::rt::Write for GlommioIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

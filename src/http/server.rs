@@ -1,19 +1,25 @@
-//! One core's HTTP server: accepts on the core's `SO_REUSEPORT` listener and serves each
-//! connection with hyper's HTTP/1 state machine as a task of this core. Header reads are
+//! One core's HTTP (or HTTPS) server: accepts on the core's `SO_REUSEPORT` listener and serves
+//! each connection with hyper's HTTP/1 state machine as a task of this core. Header reads are
 //! bounded in time and size so slow or oversized headers cannot hold a connection or memory.
+//! The HTTPS listener runs the same handlers behind a rustls handshake; under
+//! `--tls-required=true` the plain listener answers every request with nsqd's 403.
 
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_rustls::TlsAcceptor;
 use glommio::net::{TcpListener, TcpStream};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use rustls::ServerConfig;
 
 use super::HttpShared;
 use super::handlers;
+use super::response;
 use super::rt::{GlommioIo, GlommioTimer};
+use crate::options::TlsRequired;
 use crate::shard::Shard;
 
 /// A client must send a request's complete header within this time (slowloris). hyper starts
@@ -34,9 +40,15 @@ pub struct HttpContext {
     pub shared: Arc<HttpShared>,
 }
 
-/// Serves HTTP on `listener` until the task is dropped (shutdown).
-pub async fn serve(shard: Rc<Shard>, shared: Arc<HttpShared>, listener: TcpListener) {
+/// Serves HTTP on `listener` until the task is dropped (shutdown); with `tls`, HTTPS.
+pub async fn serve(
+    shard: Rc<Shard>,
+    shared: Arc<HttpShared>,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+) {
     let ctx = Rc::new(HttpContext { shard, shared });
+    let tls = tls.map(TlsAcceptor::from);
     let mut builder = http1::Builder::new();
     builder
         .timer(GlommioTimer)
@@ -47,7 +59,8 @@ pub async fn serve(shard: Rc<Shard>, shared: Arc<HttpShared>, listener: TcpListe
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(connection(ctx.clone(), builder.clone(), stream)).detach();
+                let conn = connection(ctx.clone(), builder.clone(), stream, tls.clone());
+                glommio::spawn_local(conn).detach();
             }
             Err(e) => {
                 // EMFILE and friends: log, back off briefly, keep serving the others.
@@ -76,19 +89,52 @@ impl Drop for Open {
     }
 }
 
-async fn connection(ctx: Rc<HttpContext>, builder: Rc<http1::Builder>, stream: TcpStream) {
+async fn connection(
+    ctx: Rc<HttpContext>,
+    builder: Rc<http1::Builder>,
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+) {
     let Ok(remote) = stream.peer_addr() else {
         return;
     };
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_nodelay(true);
+    // nsqd's plain listener refuses everything when TLS is required everywhere.
+    let refuse_plain = tls.is_none() && ctx.shared.options().tls_required == TlsRequired::All;
     let open = Open::new(ctx);
     let service = service_fn(|req| {
         let ctx = open.0.clone();
-        async move { Ok::<_, Infallible>(handlers::handle(&ctx, req, remote).await) }
+        async move {
+            if refuse_plain {
+                return Ok::<_, Infallible>(response::tls_required(ctx.shared.https_port()));
+            }
+            Ok::<_, Infallible>(handlers::handle(&ctx, req, remote).await)
+        }
     });
-    if let Err(e) = builder.serve_connection(GlommioIo(stream), service).await {
+    let served = match tls {
+        None => builder.serve_connection(GlommioIo(stream), service).await,
+        Some(acceptor) => {
+            let handshake = async { Some(acceptor.accept(stream).await) };
+            let deadline = async {
+                glommio::timer::sleep(HEADER_READ_TIMEOUT).await;
+                None
+            };
+            match futures_lite::future::or(handshake, deadline).await {
+                Some(Ok(stream)) => builder.serve_connection(GlommioIo(stream), service).await,
+                Some(Err(e)) => {
+                    tracing::debug!("HTTPS: TLS handshake with {remote} failed - {e}");
+                    return;
+                }
+                None => {
+                    tracing::debug!("HTTPS: TLS handshake with {remote} timed out");
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(e) = served {
         tracing::debug!("HTTP: connection from {remote} ended - {e}");
     }
 }

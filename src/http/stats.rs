@@ -111,6 +111,12 @@ struct ClientDoc {
     deflate: bool,
     snappy: bool,
     user_agent: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    authed: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    auth_identity: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    auth_identity_url: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub_counts: Vec<PubCountDoc>,
     tls: bool,
@@ -129,6 +135,8 @@ struct PubCountDoc {
 fn client_doc(c: ClientView) -> ClientDoc {
     let (tls_version, tls_cipher_suite) = c.features.tls.clone().unwrap_or_default();
     let (id, n) = (c.identity, c.counts);
+    let authed = id.auth.is_some();
+    let auth = id.auth.clone().unwrap_or_default();
     ClientDoc {
         client_id: id.client_id,
         hostname: id.hostname,
@@ -145,6 +153,9 @@ fn client_doc(c: ClientView) -> ClientDoc {
         deflate: c.features.deflate,
         snappy: c.features.snappy,
         user_agent: id.user_agent,
+        authed,
+        auth_identity: auth.identity,
+        auth_identity_url: auth.identity_url,
         pub_counts: c
             .pub_counts
             .into_iter()

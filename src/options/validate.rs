@@ -9,14 +9,9 @@ use super::values::TlsRequired;
 /// Flags whose features nsqd-uring has not built yet: setting any of them to
 /// a non-default value is refused at startup. Remove a name once it works.
 pub const UNBUILT_FLAGS: &[&str] = &[
-    "https-address",
-    "auth-http-address",
-    "auth-http-request-method",
     "enable-experiment",
     "topology-region",
     "topology-zone",
-    "http-client-connect-timeout",
-    "http-client-request-timeout",
     "queue-scan-worker-pool-max",
     "queue-scan-selection-count",
 ];

@@ -16,6 +16,7 @@ use super::errors::*;
 use super::frame;
 use super::identify::{self, ClientSettings, Features};
 use super::transport::{Compression, Inbound, TransportError};
+use crate::auth::{ConnectionAuth, Peer};
 use crate::broker::channel::{ConsumerId, ConsumerInfo};
 use crate::mesh::{ChannelOp, PublishCmd};
 use crate::settings::NSQD_VERSION;
@@ -89,6 +90,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
         remote_ops: 0,
         inbound: Inbound::default(),
         raw: BytesMut::new(),
+        auth: ConnectionAuth::default(),
     };
     conn.read_loop(&mut stream, &mut buf).await;
     if let Some(owner) = conn.subscription.as_ref().map(|s| s.owner) {
@@ -285,6 +287,8 @@ struct Connection {
     inbound: Inbound,
     /// Raw socket bytes when a layer sits between the socket and the decoder.
     raw: BytesMut,
+    /// The AUTH secret and the auth server's cached reply.
+    auth: ConnectionAuth,
 }
 
 /// Whether to keep reading after a command.
@@ -436,8 +440,11 @@ impl Connection {
         match cmd {
             Command::Nop => Flow::Continue,
             Command::Identify(body) => self.identify(&body, stream, buf).await,
-            Command::Auth(_) => self.fatal(ProtocolError::fatal(E_AUTH_DISABLED, "AUTH disabled")),
+            Command::Auth(secret) => self.authenticate(&secret).await,
             Command::Sub { topic, channel } => {
+                if let Err(e) = self.check_auth("SUB", &topic, &channel).await {
+                    return self.fatal(e);
+                }
                 let info = self.consumer_info();
                 match self.shard.subscribe(&topic, &channel, info).await {
                     Ok(()) => {
@@ -549,18 +556,107 @@ impl Connection {
                 }
             }
         }
-        self.client.meta.count_publishes(&batch);
-        let outcome = self.shard.publish(owner, batch).await;
+        // Every command of the batch is authorized before any is applied; a refusal cuts the
+        // batch there: the commands before it are applied and answered, then the error. (nsqd
+        // checks an MPUB before reading its body; the decoder has read it by now, so a malformed
+        // body is reported first: a documented difference.)
+        let mut refused = None;
+        if self.shard.settings.auth.enabled() {
+            for (i, (kind, cmd)) in kinds.iter().zip(&batch).enumerate() {
+                if let Err(e) = self.check_auth(kind.name(), &cmd.topic, "").await {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        if let Some((i, _)) = &refused {
+            batch.truncate(*i);
+            next = None;
+        }
+        let outcome = if batch.is_empty() {
+            crate::mesh::PublishOutcome {
+                accepted: 0,
+                error: None,
+            }
+        } else {
+            self.client.meta.count_publishes(&batch);
+            self.shard.publish(owner, batch).await
+        };
         for _ in 0..outcome.accepted {
             self.client.push_response(frame::OK);
         }
-        match outcome.error {
-            None => (Flow::Continue, next),
-            Some(e) => {
+        match (outcome.error, refused) {
+            (Some(e), _) => {
                 let kind = kinds[outcome.accepted];
                 let text = format!("{} failed {e}", kind.name());
                 (self.fatal(ProtocolError::fatal(kind.code(), text)), None)
             }
+            (None, Some((_, e))) => (self.fatal(e), None),
+            (None, None) => (Flow::Continue, next),
+        }
+    }
+
+    /// What the auth server is told about this connection.
+    fn auth_peer(&self) -> Peer {
+        Peer {
+            remote_ip: self.client.remote.ip().to_string(),
+            tls: self.client.transport.has_tls(),
+            common_name: self.client.transport.peer_common_name(),
+        }
+    }
+
+    /// nsqd's AUTH, after the decoder's state, arity and body checks.
+    async fn authenticate(&mut self, secret: &[u8]) -> Flow {
+        if self.auth.has_authorizations() {
+            return self.fatal(ProtocolError::invalid("AUTH already set"));
+        }
+        let settings = self.shard.settings.clone();
+        if !settings.auth.enabled() {
+            return self.fatal(ProtocolError::fatal(E_AUTH_DISABLED, "AUTH disabled"));
+        }
+        let peer = self.auth_peer();
+        let secret = String::from_utf8_lossy(secret).into_owned();
+        let outcome = self
+            .auth
+            .authenticate(&settings.auth, secret, &peer)
+            .await
+            .map(|state| state.reply_json());
+        self.show_auth_identity();
+        match outcome {
+            Ok(reply) => {
+                self.client.push_response(&reply);
+                Flow::Continue
+            }
+            Err(e) => self.fatal(e),
+        }
+    }
+
+    /// nsqd's `CheckAuth` before SUB and each publish: nothing to do with auth disabled.
+    async fn check_auth(
+        &mut self,
+        cmd: &str,
+        topic: &str,
+        channel: &str,
+    ) -> Result<(), ProtocolError> {
+        let settings = self.shard.settings.clone();
+        if !settings.auth.enabled() {
+            return Ok(());
+        }
+        let peer = self.auth_peer();
+        let requeried = self
+            .auth
+            .check(&settings.auth, cmd, topic, channel, &peer)
+            .await;
+        if let Ok(true) = requeried {
+            self.show_auth_identity();
+        }
+        requeried.map(drop)
+    }
+
+    /// Copies the auth identity into what `/stats` shows.
+    fn show_auth_identity(&self) {
+        if let Some(s) = self.auth.state() {
+            self.client.meta.set_auth(&s.identity, &s.identity_url);
         }
     }
 
@@ -597,8 +693,15 @@ impl Connection {
             snappy: f.snappy,
             deflate: f.deflate,
         };
-        let n = match identify::negotiate(&req, &self.settings, lim, features, false, NSQD_VERSION)
-        {
+        let auth_required = settings.auth.enabled();
+        let n = match identify::negotiate(
+            &req,
+            &self.settings,
+            lim,
+            features,
+            auth_required,
+            NSQD_VERSION,
+        ) {
             Ok(n) => n,
             Err(e) => return self.fatal(e),
         };

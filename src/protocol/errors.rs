@@ -81,5 +81,11 @@ pub const E_SUB_FAILED: &str = "E_SUB_FAILED";
 pub const E_IDENTIFY_FAILED: &str = "E_IDENTIFY_FAILED";
 /// AUTH sent while no auth server is configured.
 pub const E_AUTH_DISABLED: &str = "E_AUTH_DISABLED";
+/// The auth server could not be asked, or gave an invalid reply (the reason is only logged).
+pub const E_AUTH_FAILED: &str = "E_AUTH_FAILED";
+/// The auth server granted nothing, or nothing for this topic and channel.
+pub const E_UNAUTHORIZED: &str = "E_UNAUTHORIZED";
+/// SUB/PUB/MPUB/DPUB before AUTH while auth is enabled.
+pub const E_AUTH_FIRST: &str = "E_AUTH_FIRST";
 /// The 4-byte magic was not `  V2`.
 pub const E_BAD_PROTOCOL: &str = "E_BAD_PROTOCOL";

@@ -91,6 +91,15 @@ impl Transport {
         self.tls.borrow().as_ref().is_some_and(|t| t.wants_write())
     }
 
+    /// The client certificate's subject common name, "" without one (for the auth server).
+    pub fn peer_common_name(&self) -> String {
+        let tls = self.tls.borrow();
+        tls.as_ref()
+            .and_then(|t| t.peer_certificates()?.first().cloned())
+            .and_then(|cert| crate::tls::common_name(&cert))
+            .unwrap_or_default()
+    }
+
     /// TLS details for stats: (protocol version, cipher suite).
     pub fn tls_details(&self) -> Option<(String, String)> {
         let tls = self.tls.borrow();

@@ -28,8 +28,8 @@ const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 /// What a starting executor tells the main thread.
 #[derive(Debug)]
 pub enum StartReport {
-    /// Its TCP listener (and HTTP listener, if any) are bound at these addresses.
-    Bound(usize, SocketAddr, Option<SocketAddr>),
+    /// Its TCP listener (and HTTP and HTTPS listeners, if any) are bound at these addresses.
+    Bound(usize, SocketAddr, Option<SocketAddr>, Option<SocketAddr>),
     /// It is serving.
     Started(usize),
     /// It could not start.
@@ -48,6 +48,8 @@ pub struct ShardPlan {
     pub tcp_address: SocketAddr,
     /// Where to serve HTTP (`None`: `--http-address=""`), resolved like `tcp_address`.
     pub http_address: Option<SocketAddr>,
+    /// Where to serve HTTPS (`None` without a certificate or with `--https-address=""`).
+    pub https_address: Option<SocketAddr>,
     /// What every core's HTTP API shares.
     pub http: Arc<HttpShared>,
     /// Shared settings.
@@ -77,23 +79,28 @@ pub async fn run_shard(plan: ShardPlan) {
         }
     };
     let local = listener.local_addr().unwrap_or(plan.tcp_address);
-    let http_listener = match plan.http_address.map(TcpListener::bind).transpose() {
-        Ok(l) => l,
-        Err(e) => {
-            let addr = plan.http_address.map(|a| a.to_string()).unwrap_or_default();
-            let msg = format!("listen ({addr}) failed - {e}");
+    let optional = bind_optional(plan.http_address)
+        .and_then(|http| Ok((http, bind_optional(plan.https_address)?)));
+    let (http_bound, https_bound) = match optional {
+        Ok(bound) => bound,
+        Err(msg) => {
             let _ = plan.reports.send(StartReport::Failed(id, msg));
             return;
         }
     };
-    let http_local = http_listener
-        .as_ref()
-        .and_then(|l| l.local_addr().ok().or(plan.http_address));
+    let http_local = http_bound.as_ref().map(|b| b.1);
+    let https_local = https_bound.as_ref().map(|b| b.1);
+    let (http_listener, https_listener) = (http_bound.map(|b| b.0), https_bound.map(|b| b.0));
     if id == 0 {
         plan.http
             .listening(local.port(), http_local.map(|a| a.port()));
+        if let Some(a) = https_local {
+            plan.http.set_https_port(a.port());
+        }
     }
-    let _ = plan.reports.send(StartReport::Bound(id, local, http_local));
+    let _ = plan
+        .reports
+        .send(StartReport::Bound(id, local, http_local, https_local));
     let shard = Rc::new(Shard::new(
         id,
         plan.nr_shards,
@@ -135,12 +142,16 @@ pub async fn run_shard(plan: ShardPlan) {
     let storage = glommio::spawn_local(shard.clone().run_storage());
     let accept = glommio::spawn_local(accept_loop(shard.clone(), listener));
     let http_server = http_listener
-        .map(|l| glommio::spawn_local(http::serve(shard.clone(), plan.http.clone(), l)));
+        .map(|l| glommio::spawn_local(http::serve(shard.clone(), plan.http.clone(), l, None)));
+    let tls = plan.settings.features.tls.clone();
+    let https_server = https_listener
+        .map(|l| glommio::spawn_local(http::serve(shard.clone(), plan.http.clone(), l, tls)));
     let _ = plan.reports.send(StartReport::Started(id));
     housekeeping(&shard).await;
     // Shutdown: stop accepting, close every client after its pending output, then leave.
     drop(accept);
     drop(http_server);
+    drop(https_server);
     for client in shard.clients() {
         client.close();
     }
@@ -159,6 +170,17 @@ pub async fn run_shard(plan: ShardPlan) {
     shard.fail_pending();
     shard.outboxes.close();
     tracing::debug!("shard {id}: stopped");
+}
+
+/// Binds an optional listener (HTTP, HTTPS) and reads back its address; `Err` is nsqd's
+/// `listen (<addr>) failed - <error>`.
+fn bind_optional(addr: Option<SocketAddr>) -> Result<Option<(TcpListener, SocketAddr)>, String> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr).map_err(|e| format!("listen ({addr}) failed - {e}"))?;
+    let local = listener.local_addr().unwrap_or(addr);
+    Ok(Some((listener, local)))
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {

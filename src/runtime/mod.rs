@@ -40,6 +40,8 @@ pub struct RuntimeConfig {
     pub tcp_address: String,
     /// `--http-address` (empty: no HTTP listener, as in nsqd).
     pub http_address: String,
+    /// `--https-address` (served only with `--tls-cert`/`--tls-key`, as in nsqd).
+    pub https_address: String,
     /// Resolved settings.
     pub settings: Settings,
     /// Every option as given, for the HTTP API (`/info`, `/config`).
@@ -80,6 +82,11 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
         "" => None,
         a => Some(resolve("http-address", a)?),
     };
+    let https_addr = match config.https_address.as_str() {
+        _ if config.settings.features.tls.is_none() => None,
+        "" => None,
+        a => Some(resolve("https-address", a)?),
+    };
     let http = Arc::new(HttpShared::new(config.options.clone()));
     // nsqd's order: lock the data path, listen, load nsqd.dat, re-persist it, serve.
     let data_path = config.settings.disk.as_ref().map(|d| d.data_path.clone());
@@ -103,13 +110,14 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
     let mesh = (nr > 1).then(|| MeshBuilder::full(nr, MESH_CAPACITY));
     let (tx, rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(nr);
-    let mut bound = (addr, http_addr);
+    let mut bound = (addr, http_addr, https_addr);
     for (id, &cpu) in cpus.iter().take(nr).enumerate() {
         let plan = ShardPlan {
             id,
             nr_shards: nr,
             tcp_address: bound.0,
             http_address: bound.1,
+            https_address: bound.2,
             http: http.clone(),
             settings: settings.clone(),
             mesh: mesh.clone(),
@@ -125,6 +133,9 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
             tracing::info!("TCP: listening on {}", bound.0);
             if let Some(http) = bound.1 {
                 tracing::info!("HTTP: listening on {http}");
+            }
+            if let Some(https) = bound.2 {
+                tracing::info!("HTTPS: listening on {https}");
             }
         } else {
             wait_bound(&rx, &shutdown, &threads)?;
@@ -237,10 +248,10 @@ fn wait_bound(
     rx: &mpsc::Receiver<StartReport>,
     shutdown: &AtomicBool,
     threads: &[JoinHandle<()>],
-) -> Result<(SocketAddr, Option<SocketAddr>), String> {
+) -> Result<(SocketAddr, Option<SocketAddr>, Option<SocketAddr>), String> {
     loop {
-        if let StartReport::Bound(_, tcp, http) = next_report(rx, shutdown, threads)? {
-            return Ok((tcp, http));
+        if let StartReport::Bound(_, tcp, http, https) = next_report(rx, shutdown, threads)? {
+            return Ok((tcp, http, https));
         }
     }
 }

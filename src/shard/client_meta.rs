@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use rustc_hash::FxHashMap;
 
 use crate::mesh::PublishCmd;
-use crate::stats::{ClientFeatures, ClientIdentity, ClientStats, PubCount};
+use crate::stats::{AuthIdentity, ClientFeatures, ClientIdentity, ClientStats, PubCount};
 
 /// nsqd's client state numbers, as `/stats` reports them.
 pub mod state {
@@ -26,6 +26,7 @@ struct Identity {
     hostname: String,
     user_agent: String,
     sample_rate: i32,
+    auth: Option<AuthIdentity>,
 }
 
 /// Identity, state and publish counts of one connection.
@@ -53,12 +54,23 @@ impl ClientMeta {
 
     /// Records what IDENTIFY set (nsqd overwrites the names unconditionally).
     pub fn identified(&self, client_id: &str, hostname: &str, user_agent: &str, sample_rate: i32) {
-        *self.identity.borrow_mut() = Identity {
+        let mut id = self.identity.borrow_mut();
+        let auth = id.auth.take();
+        *id = Identity {
             client_id: client_id.to_string(),
             hostname: hostname.to_string(),
             user_agent: user_agent.to_string(),
             sample_rate,
+            auth,
         };
+    }
+
+    /// Records what the auth server called this connection (after AUTH and each re-query).
+    pub fn set_auth(&self, identity: &str, identity_url: &str) {
+        self.identity.borrow_mut().auth = Some(AuthIdentity {
+            identity: identity.to_string(),
+            identity_url: identity_url.to_string(),
+        });
     }
 
     /// Records a protocol state change (see [`state`]).
@@ -108,6 +120,7 @@ impl ClientMeta {
                 remote_address: remote.to_string(),
                 connect_ts,
                 sample_rate: id.sample_rate,
+                auth: id.auth.clone(),
             },
             state: self.state.get(),
             pub_counts,

@@ -143,6 +143,7 @@ fn channel_stats(c: &Channel, include_clients: bool, now: Instant) -> ChannelSta
                     remote_address: k.info.remote_address.clone(),
                     connect_ts: k.info.connect_ts,
                     sample_rate: k.info.sample_rate,
+                    auth: None,
                 },
                 counts: DeliveryCounts {
                     ready_count: k.ready_count,
