@@ -50,6 +50,16 @@ fn main() -> ExitCode {
         topology_region: opts.topology_region.clone(),
         topology_zone: opts.topology_zone.clone(),
     };
+    if settings.auth.enabled() {
+        // nsqd's client TLS configuration, for https:// auth servers.
+        match nsqd_uring::auth::client::tls_config(&opts.tls_root_ca_file) {
+            Ok(tls) => settings.auth.tls = Some(tls),
+            Err(e) => {
+                eprintln!("nsqd: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     settings.features = match features_from(&opts) {
         Ok(f) => f,
         Err(e) => {
@@ -124,6 +134,7 @@ fn settings_from(o: &Options) -> Settings {
             },
             connect_timeout: o.http_client_connect_timeout,
             request_timeout: o.http_client_request_timeout,
+            tls: None,
         },
         ..Settings::default()
     };

@@ -31,6 +31,14 @@ struct AuthServer {
 
 impl AuthServer {
     fn start(answer: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static) -> AuthServer {
+        Self::serve(None, answer)
+    }
+
+    /// The same over TLS with `tls`.
+    fn serve(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        answer: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static,
+    ) -> AuthServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -39,8 +47,17 @@ impl AuthServer {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
-                let (log, answer) = (log.clone(), answer.clone());
-                std::thread::spawn(move || serve_one(stream, &log, &*answer));
+                let (log, answer, tls) = (log.clone(), answer.clone(), tls.clone());
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                std::thread::spawn(move || match tls {
+                    None => serve_one(stream, &log, &*answer),
+                    Some(config) => {
+                        let conn = rustls::ServerConnection::new(config).unwrap();
+                        serve_one(rustls::StreamOwned::new(conn, stream), &log, &*answer)
+                    }
+                });
             }
         });
         AuthServer { addr, seen }
@@ -67,10 +84,7 @@ impl AuthServer {
     }
 }
 
-fn serve_one(mut stream: TcpStream, log: &Mutex<Vec<Seen>>, answer: &Answer) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+fn serve_one(mut stream: impl Read + Write, log: &Mutex<Vec<Seen>>, answer: &Answer) {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
@@ -530,4 +544,44 @@ fn tls_clients_send_tls_true_and_their_certificate_common_name() {
         auth_server.requests()[0].target,
         "/auth?common_name=worker-7&remote_ip=127.0.0.1&secret=secret&tls=true"
     );
+}
+
+#[test]
+fn https_auth_servers_and_nsqds_tls_required_redirect() {
+    let certs = common::certs::TestCerts::new("client");
+    let reply = format!(
+        r#"{{"ttl":60,"identity":"alice","identity_url":"http://id.example/alice","authorizations":{GRANTS}}}"#
+    );
+    let https = AuthServer::serve(Some(certs.server_config()), move |_| (200, reply.clone()));
+    // A plain auth server that requires TLS, as nsqd's own HTTP API does.
+    let port = https.addr.port();
+    let plain = AuthServer::start(move |_| {
+        let body = format!(r#"{{"message": "TLS_REQUIRED", "https_port": {port}}}"#);
+        (403, body)
+    });
+    let b = broker(&[
+        &format!("--auth-http-address=https://127.0.0.1:{port}/auth"),
+        &certs.root_ca_flag(),
+    ]);
+    let mut c = b.client();
+    expect_auth_ok(&mut c, "s");
+    assert_eq!(https.count(), 1);
+    let b = broker(&[&plain.flag(), &certs.root_ca_flag()]);
+    let mut c = b.client();
+    expect_auth_ok(&mut c, "s");
+    assert_eq!(plain.count(), 1);
+    let seen = https.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen[1].target.starts_with("/auth?common_name="),
+        "{}",
+        seen[1].target
+    );
+    // Without the CA the certificate is not trusted: the auth server is unreachable.
+    let b = broker(&[&format!(
+        "--auth-http-address=https://127.0.0.1:{port}/auth"
+    )]);
+    let mut c = b.client();
+    auth(&mut c, "s");
+    c.expect_error("E_AUTH_FAILED AUTH failed");
 }

@@ -1,17 +1,23 @@
 //! The HTTP request nsqd makes to an auth server: the endpoint from an `--auth-http-address`
 //! entry, the four parameters (query string for GET, a JSON-encoded `url.Values` body for POST,
-//! as nsqd's `http_api` client sends them), and hyper's HTTP/1 client over a glommio socket,
-//! bounded by `--http-client-connect-timeout` and `--http-client-request-timeout`, so a slow
-//! auth server only delays the connection that asked.
+//! as nsqd's `http_api` client sends them), and hyper's HTTP/1 client over a glommio socket
+//! (through rustls for `https://`), bounded by `--http-client-connect-timeout` and
+//! `--http-client-request-timeout`, so a slow auth server only delays the connection that asked.
+//! Like nsqd, a `403` naming an `https_port` to a plain-HTTP endpoint is retried over HTTPS.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::Request;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Request, StatusCode};
+use rustls::ClientConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::http::GlommioIo;
 
@@ -93,23 +99,64 @@ pub fn endpoint(entry: &str) -> String {
     }
 }
 
-/// An `http://` URL split into what the request needs.
+/// Where Go looks for the system's CA bundle on Linux, in its order.
+const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The TLS client configuration for `https://` auth servers, as nsqd builds it: trusting the
+/// CAs of `--tls-root-ca-file`, else the system's bundle.
+pub fn tls_config(root_ca_file: &str) -> Result<Arc<ClientConfig>, String> {
+    let file = match root_ca_file {
+        "" => SYSTEM_CA_FILES
+            .iter()
+            .find(|f| std::path::Path::new(f).exists())
+            .copied(),
+        f => Some(f),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(file) = file {
+        let certs = CertificateDer::pem_file_iter(file)
+            .map_err(|e| format!("failed to load CA file {file}: {e}"))?
+            .filter_map(Result::ok);
+        roots.add_parsable_certificates(certs);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS client configuration: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// An `http://` or `https://` URL split into what the request needs.
 #[derive(Debug, PartialEq, Eq)]
 struct Target {
+    /// Through TLS.
+    https: bool,
+    /// The host alone (TLS server name).
+    host: String,
     /// `host[:port]` for the `Host` header.
     authority: String,
-    /// `host:port` to connect to (port 80 when absent).
+    /// `host:port` to connect to (port 80 or 443 when absent).
     connect: String,
     /// Path and query for the request line.
     path: String,
 }
 
 fn target(url: &str) -> Result<Target, String> {
-    let rest = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+    let (https, rest) = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
         Some((scheme, _)) => {
             return Err(format!(
-                "unsupported scheme {scheme:?} in auth address {url} (only http)"
+                "unsupported scheme {scheme:?} in auth address {url}"
             ));
         }
         None => return Err(format!("invalid auth address {url}")),
@@ -126,16 +173,24 @@ fn target(url: &str) -> Result<Target, String> {
     if authority.is_empty() {
         return Err(format!("invalid auth address {url}: no host"));
     }
-    let has_port = match authority.rfind(']') {
-        Some(end) => authority[end..].contains(':'),
-        None => authority.contains(':'),
+    let (host, has_port) = match authority.rfind(']') {
+        Some(end) => (
+            authority[..end].trim_start_matches('['),
+            authority[end..].contains(':'),
+        ),
+        None => match authority.rsplit_once(':') {
+            Some((host, _)) => (host, true),
+            None => (authority, false),
+        },
     };
-    let connect = if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let connect = match (has_port, https) {
+        (true, _) => authority.to_string(),
+        (false, false) => format!("{authority}:80"),
+        (false, true) => format!("{authority}:443"),
     };
     Ok(Target {
+        https,
+        host: host.to_string(),
         authority: authority.to_string(),
         connect,
         path,
@@ -168,14 +223,63 @@ pub struct Timeouts {
     pub request: Duration,
 }
 
-/// Sends one auth request to `url` and returns the body of its 200 reply.
+/// Sends one auth request to `url` and returns the body of its 200 reply. `tls` is needed for
+/// `https://` endpoints.
 pub async fn request(
     url: &str,
     method: Method,
     params: &Params,
     timeouts: Timeouts,
+    tls: Option<&Arc<ClientConfig>>,
 ) -> Result<Vec<u8>, String> {
-    let exchange = exchange(url, method, params, timeouts.connect);
+    let (status, body) = bounded(url, method, params, timeouts, tls).await?;
+    if status == StatusCode::FORBIDDEN && !url.starts_with("https") {
+        // nsqd's client follows a `TLS_REQUIRED` answer to the server's HTTPS port.
+        let https = https_endpoint(url, &body)?;
+        let (status, body) = bounded(&https, method, params, timeouts, tls).await?;
+        return ok_body(status, body);
+    }
+    ok_body(status, body)
+}
+
+fn ok_body(status: StatusCode, body: Bytes) -> Result<Vec<u8>, String> {
+    if status != StatusCode::OK {
+        return Err(format!(
+            "got response {status} {:?}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    Ok(body.to_vec())
+}
+
+/// nsqd's `httpsEndpoint`: the same URL with scheme `https` and the port from a 403 body's
+/// `https_port`.
+fn https_endpoint(url: &str, body: &[u8]) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Forbidden {
+        https_port: Option<u16>,
+    }
+    let forbidden: Forbidden =
+        serde_json::from_slice(body).map_err(|e| format!("{url}: 403 reply: {e}"))?;
+    let port = forbidden.https_port.unwrap_or(0);
+    let t = target(url)?;
+    let host = if t.host.contains(':') {
+        format!("[{}]", t.host)
+    } else {
+        t.host
+    };
+    Ok(format!("https://{host}:{port}{}", t.path))
+}
+
+/// One exchange within `--http-client-request-timeout` (Go's per-request client timeout).
+async fn bounded(
+    url: &str,
+    method: Method,
+    params: &Params,
+    timeouts: Timeouts,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<(StatusCode, Bytes), String> {
+    let exchange = exchange(url, method, params, timeouts.connect, tls);
     if timeouts.request.is_zero() {
         return exchange.await;
     }
@@ -194,7 +298,8 @@ async fn exchange(
     method: Method,
     params: &Params,
     connect_timeout: Duration,
-) -> Result<Vec<u8>, String> {
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<(StatusCode, Bytes), String> {
     let mut target = target(url)?;
     let addr = resolve(&target.connect).await?;
     let stream = if connect_timeout.is_zero() {
@@ -203,13 +308,6 @@ async fn exchange(
         TcpStream::connect_timeout(addr, connect_timeout).await
     }
     .map_err(|e| format!("connect {addr}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(GlommioIo(stream))
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    // Drives the connection; dropped (cancelled) when this exchange ends.
-    let _driver = glommio::spawn_local(async move {
-        let _ = conn.await;
-    });
     let (verb, body) = match method {
         Method::Get => {
             // As nsqd: `<endpoint>?<query>`, even when the endpoint has a query already.
@@ -231,6 +329,31 @@ async fn exchange(
     let req = req
         .body(Full::new(body))
         .map_err(|e| format!("{url}: {e}"))?;
+    if !target.https {
+        return send(stream, req, url).await;
+    }
+    let name = ServerName::try_from(target.host.clone())
+        .map_err(|e| format!("{url}: server name: {e}"))?;
+    let tls = tls.ok_or_else(|| format!("{url}: no TLS client configuration"))?;
+    let stream = futures_rustls::TlsConnector::from(tls.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("{url}: TLS handshake: {e}"))?;
+    send(stream, req, url).await
+}
+
+/// Sends `req` over `io` with hyper's HTTP/1 client and reads the whole (bounded) reply.
+async fn send<S>(io: S, req: Request<Full<Bytes>>, url: &str) -> Result<(StatusCode, Bytes), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(GlommioIo(io))
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    // Drives the connection; dropped (cancelled) when this exchange ends.
+    let _driver = glommio::spawn_local(async move {
+        let _ = conn.await;
+    });
     let resp = sender
         .send_request(req)
         .await
@@ -241,13 +364,7 @@ async fn exchange(
         .await
         .map_err(|e| format!("{url}: reading reply: {e}"))?
         .to_bytes();
-    if status != hyper::StatusCode::OK {
-        return Err(format!(
-            "got response {status} {:?}",
-            String::from_utf8_lossy(&body)
-        ));
-    }
-    Ok(body.to_vec())
+    Ok((status, body))
 }
 
 #[cfg(test)]
@@ -262,6 +379,8 @@ mod tests {
         assert_eq!(
             t,
             Target {
+                https: false,
+                host: "127.0.0.1".into(),
                 authority: "127.0.0.1:4181".into(),
                 connect: "127.0.0.1:4181".into(),
                 path: "/auth".into()
@@ -273,8 +392,22 @@ mod tests {
             ("auth.local:80", "/?x=1")
         );
         let t = target("http://[::1]/a").unwrap();
-        assert_eq!(t.connect, "[::1]:80");
-        assert!(target("https://a/b").unwrap_err().contains("only http"));
+        assert_eq!((t.connect.as_str(), t.host.as_str()), ("[::1]:80", "::1"));
+        let t = target("https://auth.local/a").unwrap();
+        assert_eq!((t.https, t.connect.as_str()), (true, "auth.local:443"));
+        assert!(
+            target("ftp://a/b")
+                .unwrap_err()
+                .contains("unsupported scheme")
+        );
+        assert_eq!(
+            https_endpoint(
+                "http://[::1]:80/auth?x=1",
+                br#"{"message": "TLS_REQUIRED", "https_port": 4152}"#
+            )
+            .unwrap(),
+            "https://[::1]:4152/auth?x=1"
+        );
     }
 
     #[test]

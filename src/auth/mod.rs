@@ -8,6 +8,7 @@
 pub mod client;
 pub mod permissions;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -29,6 +30,8 @@ pub struct AuthSettings {
     pub connect_timeout: Duration,
     /// `--http-client-request-timeout`.
     pub request_timeout: Duration,
+    /// TLS for `https://` auth servers (see [`client::tls_config`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl AuthSettings {
@@ -50,7 +53,8 @@ impl AuthSettings {
         for i in 0..n {
             let addr = &self.addresses[(start + i) % n];
             let url = client::endpoint(addr);
-            let reply = client::request(&url, self.method, params, timeouts).await;
+            let reply =
+                client::request(&url, self.method, params, timeouts, self.tls.as_ref()).await;
             match reply.and_then(|body| permissions::parse_reply(&body, Instant::now())) {
                 Ok(state) => return Ok(state),
                 Err(e) => {

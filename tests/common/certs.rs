@@ -1,6 +1,6 @@
 //! Certificates the tests make: a CA, a server certificate for 127.0.0.1 signed by it (written
-//! where nsqd's `--tls-cert`/`--tls-key` read it) and a client certificate with a chosen common
-//! name, plus a rustls client configuration trusting the CA.
+//! where nsqd's `--tls-cert`/`--tls-key`/`--tls-root-ca-file` read them) and a client
+//! certificate with a chosen common name, plus rustls configurations using them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +37,7 @@ impl TestCerts {
             .distinguished_name
             .push(rcgen::DnType::CommonName, client_cn);
         let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.join("cert.pem"), server.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), server_key.serialize_pem()).unwrap();
         TestCerts {
@@ -53,6 +54,26 @@ impl TestCerts {
             format!("--tls-cert={}", self.dir.join("cert.pem").display()),
             format!("--tls-key={}", self.dir.join("key.pem").display()),
         ]
+    }
+
+    /// `--tls-root-ca-file` for the CA.
+    pub fn root_ca_flag(&self) -> String {
+        format!("--tls-root-ca-file={}", self.dir.join("ca.pem").display())
+    }
+
+    /// A server (the tests' own) presenting the server certificate.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let cert = CertificateDer::from_pem_file(self.dir.join("cert.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(self.dir.join("key.pem")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        Arc::new(config)
     }
 
     /// A client trusting the CA, presenting the client certificate when `with_cert`.
