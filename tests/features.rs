@@ -422,3 +422,28 @@ fn sample_rate_keeps_roughly_the_asked_share() {
         "sampled share {share} ({got} of {n})"
     );
 }
+
+#[test]
+fn tls_carries_large_pipelined_bodies() {
+    // Megabytes in one write: rustls must be drained while the read is fed to it.
+    let tls = TlsMaterial::new();
+    let b = start(&tls.flags());
+    let mut c = FeatureClient::connect(&b);
+    c.identify(r#"{"feature_negotiation":true,"tls_v1":true}"#);
+    c.upgrade_tls(tls.client_config(false));
+    c.expect_ok();
+    let topic = unique("bigtls");
+    let body = vec![b'z'; 10 * 1024];
+    let bodies: Vec<&[u8]> = (0..100).map(|_| body.as_slice()).collect();
+    let mpub = mpub_body(&bodies);
+    let mut all = Vec::new();
+    for _ in 0..4 {
+        all.extend_from_slice(format!("MPUB {topic}\n").as_bytes());
+        all.extend_from_slice(&(mpub.len() as u32).to_be_bytes());
+        all.extend_from_slice(&mpub);
+    }
+    c.send(&all);
+    for _ in 0..4 {
+        c.expect_ok();
+    }
+}

@@ -303,17 +303,19 @@ impl Channel {
         id: ConsumerId,
         msg_id: &MessageId,
     ) -> Result<InFlight, InFlightError> {
-        match self.in_flight.get(msg_id) {
-            None => Err(InFlightError::NotInFlight),
-            Some(f) if f.owner != id => Err(InFlightError::NotOwner),
-            Some(_) => {
-                let f = self.in_flight.remove(msg_id).expect("present");
-                if let Some(c) = self.consumer_mut(id) {
-                    c.in_flight_count = c.in_flight_count.saturating_sub(1);
-                }
-                Ok(f)
-            }
+        // One hash lookup on the common path; a FIN from the wrong client (rare) puts it back.
+        let f = self
+            .in_flight
+            .remove(msg_id)
+            .ok_or(InFlightError::NotInFlight)?;
+        if f.owner != id {
+            self.in_flight.insert(*msg_id, f);
+            return Err(InFlightError::NotOwner);
         }
+        if let Some(c) = self.consumer_mut(id) {
+            c.in_flight_count = c.in_flight_count.saturating_sub(1);
+        }
+        Ok(f)
     }
 
     /// FIN: the message is done. Returns how long it was in flight. With E2E latency tracked,

@@ -91,6 +91,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
         inbound: Inbound::default(),
         raw: BytesMut::new(),
         auth: ConnectionAuth::default(),
+        read_hint: INITIAL_READ_BUFFER,
     };
     conn.read_loop(&mut stream, &mut buf).await;
     if let Some(owner) = conn.subscription.as_ref().map(|s| s.owner) {
@@ -289,6 +290,8 @@ struct Connection {
     raw: BytesMut,
     /// The AUTH secret and the auth server's cached reply.
     auth: ConnectionAuth,
+    /// How many bytes the next socket read asks for (see [`read_some`]).
+    read_hint: usize,
 }
 
 /// Whether to keep reading after a command.
@@ -391,10 +394,10 @@ impl Connection {
             }
         }
         if !self.client.transport.has_tls() && !self.inbound.is_active() {
-            return read_some(stream, buf).await;
+            return read_some(stream, buf, &mut self.read_hint).await;
         }
         self.raw.clear();
-        let n = read_some(stream, &mut self.raw).await?;
+        let n = read_some(stream, &mut self.raw, &mut self.read_hint).await?;
         if n > 0 {
             self.inbound
                 .feed(&self.client.transport, &self.raw, buf)
@@ -756,14 +759,21 @@ impl Connection {
     }
 }
 
-/// Reads what is available (up to [`READ_CHUNK`]) onto the end of `buf`.
-async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+/// Reads what is available onto the end of `buf`, asking for `hint` bytes. The space is
+/// zero-filled before the read, so the hint adapts: twice what the last read returned, small for
+/// a request/response client, growing to [`READ_CHUNK`] for a streaming one.
+async fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    hint: &mut usize,
+) -> std::io::Result<usize> {
     let start = buf.len();
-    let want = (buf.capacity() - start).clamp(INITIAL_READ_BUFFER, READ_CHUNK);
+    let want = (*hint).clamp(INITIAL_READ_BUFFER, READ_CHUNK);
     buf.resize(start + want, 0);
     let result = stream.read(&mut buf[start..]).await;
     let n = *result.as_ref().unwrap_or(&0);
     buf.truncate(start + n);
+    *hint = (n * 2).clamp(INITIAL_READ_BUFFER, READ_CHUNK);
     result
 }
 

@@ -239,20 +239,27 @@ impl Inbound {
         match transport.tls.borrow_mut().as_mut() {
             None => self.pending.extend_from_slice(raw),
             Some(tls) => {
+                // rustls holds a bounded amount of decrypted data: take it out after every
+                // record batch, or a large read fails with "received plaintext buffer full".
                 let mut rest = raw;
-                while !rest.is_empty() {
-                    tls.read_tls(&mut rest)
-                        .map_err(|e| TransportError(format!("TLS read: {e}")))?;
-                    tls.process_new_packets()
-                        .map_err(|e| TransportError(format!("TLS: {e}")))?;
-                }
                 let mut chunk = [0u8; 16 * 1024];
                 loop {
-                    match tls.reader().read(&mut chunk) {
-                        Ok(0) => break,
-                        Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(TransportError(format!("TLS: {e}"))),
+                    if !rest.is_empty() {
+                        tls.read_tls(&mut rest)
+                            .map_err(|e| TransportError(format!("TLS read: {e}")))?;
+                        tls.process_new_packets()
+                            .map_err(|e| TransportError(format!("TLS: {e}")))?;
+                    }
+                    loop {
+                        match tls.reader().read(&mut chunk) {
+                            Ok(0) => break,
+                            Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(TransportError(format!("TLS: {e}"))),
+                        }
+                    }
+                    if rest.is_empty() {
+                        break;
                     }
                 }
             }

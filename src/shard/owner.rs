@@ -97,11 +97,16 @@ impl Shard {
 
     /// Applies a consumer's RDY/FIN/REQ/TOUCH/leave to its channel.
     pub(super) fn apply_channel_op(&self, consumer: ConsumerId, op: ChannelOp) {
+        if op == ChannelOp::Leave {
+            self.leave_channel(consumer);
+            return;
+        }
         let now = Instant::now();
-        let sub = self.subscriptions.borrow().get(&consumer.conn).cloned();
+        // Borrowed, not cloned: this runs for every FIN and RDY.
+        let subs = self.subscriptions.borrow();
         let mut topics = self.topics.borrow_mut();
-        let channel = sub
-            .as_ref()
+        let channel = subs
+            .get(&consumer.conn)
             .and_then(|(t, c)| topics.get_mut(t)?.channels.get_mut(c));
         let Some(ch) = channel else {
             // The channel is gone (deleted): in-flight actions fail as nsqd's would.
@@ -119,25 +124,33 @@ impl Shard {
             ChannelOp::Finish(id) => ch.finish(consumer, id).map(|_| ()),
             ChannelOp::Requeue(id, ms) => ch.requeue(consumer, id, Duration::from_millis(*ms), now),
             ChannelOp::Touch(id) => ch.touch(consumer, id, now, self.settings.max_msg_timeout),
-            ChannelOp::Leave => {
-                ch.remove_consumer(consumer);
-                Ok(())
-            }
+            ChannelOp::Leave => Ok(()),
         };
         if let Err(e) = result {
             let (code, cmd, id) = failure_parts(&op).expect("only in-flight ops fail");
             let text = [cmd.as_bytes(), b" ", &id, b" failed ", e.text().as_bytes()].concat();
             self.client_error(consumer, ProtocolError::non_fatal(code, text));
         }
-        if op == ChannelOp::Leave {
-            self.subscriptions.borrow_mut().remove(&consumer.conn);
-            let (topic, channel) = sub.expect("found above");
-            if ch.should_delete() {
-                self.delete_channel(&mut topics, &topic, &channel);
-            }
-            return;
-        }
         self.pump_channel(ch, now);
+    }
+
+    /// A consumer's connection closed: it leaves its channel, and an ephemeral channel left
+    /// without consumers is deleted.
+    fn leave_channel(&self, consumer: ConsumerId) {
+        let Some((topic, channel)) = self.subscriptions.borrow_mut().remove(&consumer.conn) else {
+            return;
+        };
+        let mut topics = self.topics.borrow_mut();
+        let Some(ch) = topics
+            .get_mut(&topic)
+            .and_then(|t| t.channels.get_mut(&channel))
+        else {
+            return;
+        };
+        ch.remove_consumer(consumer);
+        if ch.should_delete() {
+            self.delete_channel(&mut topics, &topic, &channel);
+        }
     }
 
     /// Removes a channel; an ephemeral topic left without channels goes too.
