@@ -41,6 +41,7 @@ fn consumer(conn: u64) -> ConsumerInfo {
         connect_ts: 0,
         msg_timeout: Duration::from_secs(60),
         sample_rate: 0,
+        locality: Default::default(),
     }
 }
 

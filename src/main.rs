@@ -148,6 +148,10 @@ fn settings_from(o: &Options) -> Settings {
     lim.max_deflate_level = o.max_deflate_level;
     lim.topology_region = o.topology_region.clone();
     lim.topology_zone = o.topology_zone.clone();
+    s.topology_aware_consumption = o
+        .enable_experiment
+        .iter()
+        .any(|e| e == "topology-aware-consumption");
     // nsqd's hidden client timeout is 60 s; the default heartbeat is half of it.
     s.client_defaults.heartbeat_interval = Some(Duration::from_secs(30));
     s.client_defaults.output_buffer_timeout = o.output_buffer_timeout;

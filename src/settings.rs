@@ -29,6 +29,9 @@ pub struct Settings {
     pub node_id: i64,
     /// How often shards scan in-flight timeouts and deferred messages.
     pub queue_scan_interval: Duration,
+    /// `--enable-experiment=topology-aware-consumption`: ready consumers in this node's zone,
+    /// then its region, are served first.
+    pub topology_aware_consumption: bool,
     /// Disk queues and nsqd.dat; `None` keeps everything in memory (unit tests, benches).
     pub disk: Option<DiskSettings>,
     /// Negotiable connection features (TLS, compression) and the TLS policy.
@@ -108,6 +111,7 @@ impl Default for Settings {
             max_channel_consumers: 0,
             node_id: 0,
             queue_scan_interval: Duration::from_millis(100),
+            topology_aware_consumption: false,
             disk: None,
             features: FeatureSettings {
                 tls: None,

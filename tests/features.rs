@@ -447,3 +447,35 @@ fn tls_carries_large_pipelined_bodies() {
         c.expect_ok();
     }
 }
+
+#[test]
+fn topology_aware_consumption_serves_the_zone_first() {
+    let b = start(&[
+        "--topology-zone=z1".to_string(),
+        "--topology-region=r1".to_string(),
+        "--enable-experiment=topology-aware-consumption".to_string(),
+    ]);
+    let topic = unique("topo");
+    let mut far = b.client();
+    let reply =
+        far.identify(r#"{"feature_negotiation":true,"topology_zone":"z9","topology_region":"r9"}"#);
+    let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(
+        (v["topology_zone"].clone(), v["topology_region"].clone()),
+        ("z1".into(), "r1".into())
+    );
+    far.sub(&topic, "c");
+    far.line("RDY 10");
+    let mut near = b.client();
+    near.identify(r#"{"topology_zone":"z1","topology_region":"r1"}"#);
+    near.sub(&topic, "c");
+    near.line("RDY 10");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let bodies: Vec<Vec<u8>> = (0..10).map(|i| format!("{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+    b.client().mpub(&topic, &refs);
+    for _ in 0..10 {
+        near.expect_message();
+    }
+    far.expect_silence(std::time::Duration::from_millis(300));
+}

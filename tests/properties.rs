@@ -681,6 +681,7 @@ fn consumer_info(id: ConsumerId, timeout_ms: u64) -> ConsumerInfo {
         connect_ts: 0,
         msg_timeout: Duration::from_millis(timeout_ms),
         sample_rate: 0,
+        locality: Default::default(),
     }
 }
 

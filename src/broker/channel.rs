@@ -47,6 +47,36 @@ pub struct ConsumerInfo {
     pub msg_timeout: Duration,
     /// IDENTIFY `sample_rate` (0 = all).
     pub sample_rate: i32,
+    /// How close the client is to this node (only set with the topology-aware-consumption
+    /// experiment; otherwise every consumer is `Global`).
+    pub locality: Locality,
+}
+
+/// A consumer's topology relative to this nsqd (`--topology-zone`/`--topology-region` against
+/// the client's IDENTIFY values). With nsqd's `topology-aware-consumption` experiment, ready
+/// consumers in the same zone get messages first, then those in the same region, then the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Locality {
+    /// Same zone as this node.
+    Zone,
+    /// Same region, other zone.
+    Region,
+    /// Anywhere (and everyone without the experiment).
+    #[default]
+    Global,
+}
+
+impl Locality {
+    /// Classifies a client: zone match first, then region; empty values never match.
+    pub fn of(server_zone: &str, server_region: &str, zone: &str, region: &str) -> Self {
+        if !server_zone.is_empty() && zone == server_zone {
+            Locality::Zone
+        } else if !server_region.is_empty() && region == server_region {
+            Locality::Region
+        } else {
+            Locality::Global
+        }
+    }
 }
 
 /// Per-consumer delivery state.
@@ -484,16 +514,24 @@ impl Channel {
     }
 
     /// Round-robin over consumers, starting after the last one served.
+    /// Round-robin over ready consumers, starting after the last one served; the closest
+    /// locality wins (all are `Global` unless topology-aware consumption is on).
     fn next_ready(&mut self) -> Option<usize> {
         let n = self.consumers.len();
+        let mut best: Option<(Locality, usize)> = None;
         for step in 0..n {
             let idx = (self.next_consumer + step) % n;
-            if self.consumers[idx].is_ready() {
-                self.next_consumer = (idx + 1) % n;
-                return Some(idx);
+            let c = &self.consumers[idx];
+            if c.is_ready() && best.is_none_or(|(l, _)| c.info.locality < l) {
+                best = Some((c.info.locality, idx));
+                if c.info.locality == Locality::Zone {
+                    break;
+                }
             }
         }
-        None
+        let (_, idx) = best?;
+        self.next_consumer = (idx + 1) % n;
+        Some(idx)
     }
 
     /// Drops queued, in-flight and deferred messages and resets consumers' in-flight counts
@@ -528,6 +566,7 @@ mod tests {
             connect_ts: 0,
             msg_timeout: Duration::from_secs(60),
             sample_rate: 0,
+            locality: Locality::Global,
         }
     }
 
@@ -662,6 +701,30 @@ mod tests {
         assert!(ch.process_timers(now + Duration::from_secs(80)));
         assert_eq!(ch.counters.timeout_count, 1);
         assert_eq!(ch.depth(), 1);
+    }
+
+    #[test]
+    fn closer_consumers_are_served_first() {
+        let now = Instant::now();
+        let mut ch = Channel::new("c");
+        for (conn, locality) in [
+            (1, Locality::Global),
+            (2, Locality::Region),
+            (3, Locality::Zone),
+        ] {
+            let mut i = info(conn);
+            i.locality = locality;
+            ch.add_consumer(i, 0);
+            ch.set_ready(ConsumerId { shard: 0, conn }, 2);
+        }
+        for i in 0..6 {
+            ch.put(msg(i), None, 10);
+        }
+        let order: Vec<u64> = pump_all(&mut ch, now).iter().map(|(c, _)| *c).collect();
+        assert_eq!(order, vec![3, 3, 2, 2, 1, 1]);
+        assert_eq!(Locality::of("z", "r", "z", "x"), Locality::Zone);
+        assert_eq!(Locality::of("z", "r", "y", "r"), Locality::Region);
+        assert_eq!(Locality::of("", "", "", ""), Locality::Global);
     }
 
     #[test]

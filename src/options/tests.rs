@@ -158,13 +158,21 @@ fn repeated_list_flags_append() {
         "--auth-http-address=x",
         "--auth-http-address=y,z",
         "--enable-experiment=topology-aware-consumption",
-        "--enable-experiment=other",
+        "--enable-experiment=topology-aware-consumption",
         "--e2e-processing-latency-percentile=0.5",
         "--e2e-processing-latency-percentile=1,0.99",
     ]);
     assert_eq!(o.lookupd_tcp_addresses, ["a:4160", "b:4160"]);
     assert_eq!(o.auth_http_addresses, ["x", "y,z"]);
-    assert_eq!(o.enable_experiment, ["topology-aware-consumption", "other"]);
+    assert_eq!(
+        o.enable_experiment,
+        ["topology-aware-consumption", "topology-aware-consumption"]
+    );
+    // Only nsqd's one experiment exists: anything else is refused by name.
+    let err = parse_args(["nsqd", "--enable-experiment=other"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid experiment \"other\""), "{err}");
     assert_eq!(o.e2e_processing_latency_percentiles, [1.0, 0.99, 0.5]);
     assert_eq!(
         fail(&["--e2e-processing-latency-percentile=0.9,x"]),
@@ -565,7 +573,7 @@ fn unbuilt_features_report_non_defaults() {
         "--deflate=false",
         "--snappy=false",
         "--max-deflate-level=1",
-        "--enable-experiment=x",
+        "--enable-experiment=topology-aware-consumption",
         "--topology-region=r",
         "--topology-zone=z",
         "--broadcast-tcp-port=1",

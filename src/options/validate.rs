@@ -8,19 +8,20 @@ use super::values::TlsRequired;
 
 /// Flags whose features nsqd-uring has not built yet: setting any of them to
 /// a non-default value is refused at startup. Remove a name once it works.
-pub const UNBUILT_FLAGS: &[&str] = &[
-    "enable-experiment",
-    "topology-region",
-    "topology-zone",
-    "queue-scan-worker-pool-max",
-    "queue-scan-selection-count",
-];
+pub const UNBUILT_FLAGS: &[&str] = &[];
 
 impl Options {
     /// nsqd's startup checks, in nsqd's order, with its messages; also
     /// upgrades `tls_required` to `All` when a client-auth policy is set, as
     /// nsqd does. `parse_args` already calls this.
     pub fn validate(&mut self) -> Result<(), OptionsError> {
+        for e in &self.enable_experiment {
+            if e != "topology-aware-consumption" {
+                return Err(OptionsError::Invalid(format!(
+                    "invalid experiment {e:?} (valid: topology-aware-consumption)"
+                )));
+            }
+        }
         let fail = |msg: String| Err(OptionsError::Invalid(msg));
         if !(1..=9).contains(&self.max_deflate_level) {
             return fail("--max-deflate-level must be [1,9]".into());

@@ -17,7 +17,7 @@ use super::frame;
 use super::identify::{self, ClientSettings, Features};
 use super::transport::{Compression, Inbound, TransportError};
 use crate::auth::{ConnectionAuth, Peer};
-use crate::broker::channel::{ConsumerId, ConsumerInfo};
+use crate::broker::channel::{ConsumerId, ConsumerInfo, Locality};
 use crate::mesh::{ChannelOp, PublishCmd};
 use crate::settings::NSQD_VERSION;
 use crate::shard::Shard;
@@ -430,7 +430,26 @@ impl Connection {
             connect_ts: self.client.connect_ts,
             msg_timeout: self.settings.msg_timeout,
             sample_rate: self.settings.sample_rate,
+            locality: self.locality(),
         }
+    }
+
+    /// Where this client sits relative to this node, when topology-aware consumption is on.
+    fn locality(&self) -> Locality {
+        let s = &self.shard.settings;
+        if !s.topology_aware_consumption {
+            return Locality::Global;
+        }
+        let (zone, region) = (
+            &s.server_limits.topology_zone,
+            &s.server_limits.topology_region,
+        );
+        Locality::of(
+            zone,
+            region,
+            &self.settings.topology_zone,
+            &self.settings.topology_region,
+        )
     }
 
     fn fatal(&self, err: ProtocolError) -> Flow {

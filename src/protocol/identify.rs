@@ -167,6 +167,10 @@ pub struct ClientSettings {
     pub sample_rate: i32,
     /// In-flight timeout for messages sent to this client.
     pub msg_timeout: Duration,
+    /// IDENTIFY `topology_region`.
+    pub topology_region: String,
+    /// IDENTIFY `topology_zone`.
+    pub topology_zone: String,
 }
 
 impl ClientSettings {
@@ -182,6 +186,8 @@ impl ClientSettings {
             output_buffer_timeout,
             sample_rate: 0,
             msg_timeout,
+            topology_region: String::new(),
+            topology_zone: String::new(),
         }
     }
 
@@ -193,6 +199,9 @@ impl ClientSettings {
         lim: &ServerLimits,
     ) -> Result<(), ProtocolError> {
         let bad = |reason: String| ProtocolError::fatal(E_BAD_BODY, format!("IDENTIFY {reason}"));
+        // Stored before validation, as nsqd does with the identity fields.
+        self.topology_region = req.topology_region.clone();
+        self.topology_zone = req.topology_zone.clone();
         let ms = |d: Duration| d.as_millis() as i64;
         match req.heartbeat_interval {
             -1 => self.heartbeat_interval = None,
