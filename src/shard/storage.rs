@@ -17,7 +17,7 @@ use crate::settings::DiskSettings;
 use crate::storage::backlog::Registry;
 use crate::storage::board::MetadataBoard;
 use crate::storage::metadata::{ChannelMeta, Metadata, TopicMeta};
-use crate::storage::queue_io::{QueueConfig, QueueIo, write_atomically_if};
+use crate::storage::queue_io::{QueueConfig, QueueIo, write_synced_temp};
 
 /// The disk queues of one shard and the IO state behind them.
 pub struct ShardDisk {
@@ -52,18 +52,10 @@ impl ShardDisk {
         }
     }
 
-    /// One pass over every queue: load new ones, write, read ahead, sync when due.
-    /// Returns whether anything was read (the broker should deliver it).
-    async fn round(&self, force_sync: bool) -> bool {
-        let Ok(_permit) = self.io_lock.acquire_permit(1).await else {
-            return false;
-        };
-        if self.closed.get() {
-            return false;
-        }
-        let covered = self.registry.round_start();
-        let mut failure = None;
-        let mut read_any = false;
+    /// Loads new queues, deletes those of deleted topics and channels, applies empties; returns
+    /// the live queues of the shard, taken out of `io` (the caller holds `io_lock`).
+    async fn open_queues(&self) -> Vec<(String, QueueIo)> {
+        let mut live = Vec::new();
         for (backlog, owned) in self.registry.all() {
             let name = backlog.name().to_string();
             let existing = self.io.borrow_mut().remove(&name);
@@ -82,15 +74,53 @@ impl ShardDisk {
             if emptied {
                 io.empty().await;
             }
-            match io.step(force_sync).await {
+            live.push((name, io));
+        }
+        live
+    }
+
+    /// One pass over every queue: load new ones, write, read ahead, sync when due.
+    /// Returns whether anything was read (the broker should deliver it).
+    ///
+    /// A topic's disk backlog is consumed by moving its records into its channels' queues, so
+    /// the round goes in phases across all queues: note every consumed position (no IO in
+    /// between, so nothing moves meanwhile), write (and with `--durable-ack` fsync) every
+    /// queue, and only then let positions advance, segments be deleted and meta files be
+    /// rewritten. A crash at any point thus finds each record in the topic's queue, in its
+    /// channels' queues, or in both (redelivered), never in neither.
+    async fn round(&self, force_sync: bool) -> bool {
+        let Ok(_permit) = self.io_lock.acquire_permit(1).await else {
+            return false;
+        };
+        if self.closed.get() {
+            return false;
+        }
+        let covered = self.registry.round_start();
+        let mut failure = None;
+        let mut read_any = false;
+        let mut live = self.open_queues().await;
+        for (_, io) in &mut live {
+            io.stage();
+        }
+        let mut failed = Vec::new();
+        for (name, io) in &mut live {
+            if let Err(e) = io.write().await {
+                tracing::error!("DISKQUEUE({name}): {e}");
+                failed.push(name.clone());
+                failure = Some(e);
+            }
+        }
+        for (name, io) in &mut live {
+            let apply_consumed = !feeds_failed_queue(name, &failed);
+            match io.advance(force_sync, apply_consumed).await {
                 Ok(r) => read_any |= r,
                 Err(e) => {
                     tracing::error!("DISKQUEUE({name}): {e}");
                     failure = Some(e);
                 }
             }
-            self.io.borrow_mut().insert(name, io);
         }
+        self.io.borrow_mut().extend(live);
         self.registry.round_done(covered, failure);
         read_any
     }
@@ -106,12 +136,29 @@ impl ShardDisk {
         let (meta, generation) = board.snapshot();
         let path = crate::storage::metadata::path(&self.cfg.dir);
         let data = meta.encode().into_bytes();
-        if let Err(e) = write_atomically_if(&path, data, || board.claim(generation)).await {
-            tracing::error!("failed to persist metadata - {e}");
+        let tmp = match write_synced_temp(&path, data).await {
+            Ok(tmp) => tmp,
+            Err(e) => {
+                tracing::error!("failed to persist metadata - {e}");
+                return;
+            }
+        };
+        // Renamed under the board's lock (a quick blocking call), so that another shard's
+        // newer file is never replaced by this older one.
+        let renamed = board.commit(generation, || std::fs::rename(&tmp, &path));
+        if !matches!(renamed, Ok(true)) {
+            if let Err(e) = renamed {
+                tracing::error!(
+                    "failed to persist metadata - cannot rename {} - {e}",
+                    tmp.display()
+                );
+            }
+            let _ = glommio::io::remove(&tmp).await;
         }
     }
 
-    /// Writes everything still pending, syncs, writes every meta file and closes the files.
+    /// Writes everything still pending, syncs, writes every meta file and closes the files
+    /// (in the phases of [`ShardDisk::round`]).
     async fn close(&self) {
         let Ok(_permit) = self.io_lock.acquire_permit(1).await else {
             return;
@@ -119,22 +166,21 @@ impl ShardDisk {
         self.closed.set(true);
         let covered = self.registry.round_start();
         let mut failure = None;
-        for (backlog, owned) in self.registry.all() {
-            let name = backlog.name().to_string();
-            let existing = self.io.borrow_mut().remove(&name);
-            let emptied = backlog.take_empty_request();
-            let mut io = match existing {
-                Some(io) => io,
-                None => QueueIo::load(self.cfg.clone(), backlog).await,
-            };
-            if !owned {
-                io.delete_files().await;
-                continue;
+        let mut live = self.open_queues().await;
+        for (_, io) in &mut live {
+            io.stage();
+        }
+        let mut failed = Vec::new();
+        for (name, io) in &mut live {
+            if let Err(e) = io.write().await {
+                tracing::error!("DISKQUEUE({name}): failed to close - {e}");
+                failed.push(name.clone());
+                failure = Some(e);
             }
-            if emptied {
-                io.empty().await;
-            }
-            if let Err(e) = io.close().await {
+        }
+        for (name, io) in live {
+            let apply_consumed = !feeds_failed_queue(&name, &failed);
+            if let Err(e) = io.finish(apply_consumed).await {
                 tracing::error!("DISKQUEUE({name}): failed to close - {e}");
                 failure = Some(e);
             }
@@ -300,6 +346,19 @@ impl Shard {
     }
 }
 
+/// Whether `queue` is a topic's queue (`topic`; channels' are `topic:channel`) one of whose
+/// channels' queues failed to write this round: what the topic handed them may not be on
+/// disk, so the topic's consumed position must not advance yet (redelivery, not loss).
+/// A channel's own consumption goes to clients and always advances, so consumed segments
+/// are still deleted while some other queue cannot be written (a full disk frees up).
+fn feeds_failed_queue(queue: &str, failed: &[String]) -> bool {
+    !queue.contains(':')
+        && failed.iter().any(|f| {
+            f.strip_prefix(queue)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+}
+
 /// A publish whose messages could not be made durable is refused as a whole.
 fn durable_result(synced: Result<(), String>, outcome: PublishOutcome) -> PublishOutcome {
     match synced {
@@ -308,5 +367,83 @@ fn durable_result(synced: Result<(), String>, outcome: PublishOutcome) -> Publis
             accepted: 0,
             error: Some(format!("disk write failed - {e}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::message::Message;
+    use crate::storage::diskqueue::segment_path;
+
+    fn msg(i: u8) -> Message {
+        Message::new(
+            *b"0000000000000000",
+            i as i64,
+            bytes::Bytes::from(vec![b'a' + i]),
+        )
+    }
+
+    fn disk(dir: &std::path::Path) -> ShardDisk {
+        let s = DiskSettings {
+            data_path: dir.to_path_buf(),
+            max_bytes_per_file: 1 << 20,
+            sync_every: 1,
+            sync_timeout: Duration::from_secs(2),
+            durable_ack: true,
+            board: None,
+        };
+        ShardDisk::new(&s, 1024)
+    }
+
+    /// A topic's acknowledged backlog moves into a new channel's queue: the topic's queue must
+    /// not record it as consumed (meta file, deleted segment) before the channel's queue has
+    /// it on disk. The channel's write fails here, standing in for a kill -9 between the
+    /// two: what the restarted broker finds must still hold every record.
+    #[test]
+    fn topic_backlog_stays_consumable_until_its_channels_wrote_it() {
+        let dir = std::env::temp_dir().join(format!("nsqd-shard-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.clone();
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async move {
+                let disk = disk(&d);
+                let topic = disk.registry.open("t");
+                for i in 0..3 {
+                    topic.push(&msg(i));
+                }
+                disk.round(false).await;
+                assert!(disk.registry.durable().await.is_ok(), "acknowledged");
+                let channel = disk.registry.open("t:c");
+                disk.round(false).await;
+                // The channel's segment cannot be written (a directory is in the way).
+                std::fs::create_dir(segment_path(&d, "t:c", 0)).unwrap();
+                // The broker fans the topic's backlog out to the new channel.
+                let mut moved = 0;
+                while let Some(m) = topic.pop() {
+                    channel.push(&m);
+                    moved += 1;
+                }
+                assert_eq!(moved, 3);
+                disk.round(false).await;
+                assert!(disk.registry.health_error().is_some(), "the write failed");
+                // Crash: no close. Restart with the obstacle gone.
+                drop((topic, channel, disk));
+                std::fs::remove_dir(segment_path(&d, "t:c", 0)).unwrap();
+                let disk = self::disk(&d);
+                let topic = disk.registry.open("t");
+                let channel = disk.registry.open("t:c");
+                disk.round(false).await;
+                let mut got: Vec<_> = std::iter::from_fn(|| topic.pop())
+                    .chain(std::iter::from_fn(|| channel.pop()))
+                    .map(|m| m.body)
+                    .collect();
+                got.sort();
+                got.dedup();
+                assert_eq!(got, (0..3).map(|i| msg(i).body).collect::<Vec<_>>());
+            });
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -77,6 +77,26 @@ impl MetadataBoard {
         true
     }
 
+    /// Puts a written and synced file of `generation` in place with `rename` unless something
+    /// newer already is; returns whether it renamed. The board stays locked meanwhile, so the
+    /// renames happen in generation order: claiming first and renaming later would let an
+    /// older file land over a newer one, and the newest topics would stay missing from
+    /// nsqd.dat (nothing is left "unwritten" to redo it). A failed rename leaves the
+    /// generation unwritten, for a later retry.
+    pub fn commit(
+        &self,
+        generation: u64,
+        rename: impl FnOnce() -> std::io::Result<()>,
+    ) -> std::io::Result<bool> {
+        let mut s = self.lock();
+        if generation <= s.written {
+            return Ok(false);
+        }
+        rename()?;
+        s.written = generation;
+        Ok(true)
+    }
+
     /// Whether the newest generation is not on disk yet.
     pub fn unwritten(&self) -> bool {
         let s = self.lock();
@@ -112,5 +132,30 @@ mod tests {
             !board.claim(generation - 1),
             "an older snapshot never replaces a newer one"
         );
+    }
+
+    #[test]
+    fn commits_rename_in_generation_order_and_retry_after_a_failure() {
+        let board = MetadataBoard::new(2, &[], |_| 0);
+        board.update(0, vec![topic("a")]);
+        let (_, older) = board.snapshot();
+        board.update(1, vec![topic("b")]);
+        let (_, newer) = board.snapshot();
+        let failed = board.commit(newer, || Err(std::io::Error::other("disk full")));
+        assert!(failed.is_err());
+        assert!(board.unwritten(), "a failed rename is retried later");
+        let mut renamed = Vec::new();
+        let mut rename = |g| {
+            renamed.push(g);
+            Ok(())
+        };
+        assert!(board.commit(newer, || rename(newer)).unwrap());
+        assert!(!board.commit(older, || rename(older)).unwrap());
+        assert_eq!(
+            renamed,
+            [newer],
+            "the older file never lands over the newer one"
+        );
+        assert!(!board.unwritten());
     }
 }

@@ -52,6 +52,13 @@ pub struct QueueIo {
     since_sync: u64,
     /// Anything changed since the last sync.
     dirty: bool,
+    /// What the broker had consumed when the current round began (see [`QueueIo::stage`]),
+    /// applied only once the round's writes of every queue are on disk.
+    staged: Option<Position>,
+    /// Records taken up to `staged` and not yet counted for `--sync-every`.
+    staged_taken: u64,
+    /// A segment was rolled or skipped since the last sync (the meta file must follow).
+    rolled: bool,
 }
 
 async fn open_rw(path: &Path) -> IoResult<BufferedFile> {
@@ -66,7 +73,10 @@ async fn open_rw(path: &Path) -> IoResult<BufferedFile> {
 }
 
 async fn file_size(path: &Path) -> Option<u64> {
-    let f = BufferedFile::open(path).await.ok()?;
+    let Ok(f) = BufferedFile::open(path).await else {
+        // Not only "missing": a segment that cannot be opened right now still holds data.
+        return std::fs::metadata(path).ok().map(|m| m.len());
+    };
     let size = f.file_size().await.ok();
     let _ = f.close().await;
     size
@@ -98,16 +108,15 @@ async fn read_small(path: &Path) -> IoResult<Option<Vec<u8>>> {
 
 /// Writes `data` to `path` as go-diskqueue does: a `.tmp` sibling, fsync, rename.
 pub async fn write_atomically(path: &Path, data: Vec<u8>) -> IoResult<()> {
-    write_atomically_if(path, data, || true).await
+    let tmp = write_synced_temp(path, data).await?;
+    glommio::io::rename(&tmp, path)
+        .await
+        .map_err(|e| io_err("cannot rename", &tmp, e))
 }
 
-/// Like [`write_atomically`], renaming only if `still_wanted()` holds once the data is synced
-/// (a newer version may have been written meanwhile).
-pub async fn write_atomically_if(
-    path: &Path,
-    data: Vec<u8>,
-    still_wanted: impl FnOnce() -> bool,
-) -> IoResult<()> {
+/// The first half of [`write_atomically`]: writes and fsyncs a `<path>.<rand>.tmp` sibling
+/// and returns its path, for the caller to rename.
+pub async fn write_synced_temp(path: &Path, data: Vec<u8>) -> IoResult<PathBuf> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", rand::random::<u32>()));
     let tmp = PathBuf::from(tmp);
@@ -119,20 +128,19 @@ pub async fn write_atomically_if(
         .buffered_open(&tmp)
         .await
         .map_err(|e| io_err("cannot create", &tmp, e))?;
-    f.write_at(data, 0)
-        .await
-        .map_err(|e| io_err("cannot write", &tmp, e))?;
-    f.fdatasync()
-        .await
-        .map_err(|e| io_err("cannot sync", &tmp, e))?;
+    let written = match f.write_at(data, 0).await {
+        Ok(_) => f
+            .fdatasync()
+            .await
+            .map_err(|e| io_err("cannot sync", &tmp, e)),
+        Err(e) => Err(io_err("cannot write", &tmp, e)),
+    };
     let _ = f.close().await;
-    if !still_wanted() {
+    if let Err(e) = written {
         let _ = glommio::io::remove(&tmp).await;
-        return Ok(());
+        return Err(e);
     }
-    glommio::io::rename(&tmp, path)
-        .await
-        .map_err(|e| io_err("cannot rename", &tmp, e))
+    Ok(tmp)
 }
 
 impl QueueIo {
@@ -161,21 +169,40 @@ impl QueueIo {
             }
         };
         let mut write = meta.write;
-        let wpath = segment_path(&cfg.dir, &name, write.file_num);
-        if let Some(size) = file_size(&wpath).await
-            && size as i64 > write.pos
-        {
-            {
-                // Bytes past the recorded write position: leave them to the reader, write anew.
-                tracing::warn!(
-                    "DISKQUEUE({name}): {} is larger than its meta says ({size} > {}), writing to the next file",
-                    wpath.display(),
-                    write.pos
-                );
-                write = Position {
-                    file_num: write.file_num + 1,
-                    pos: 0,
-                };
+        // Bytes past the recorded write position (written, and with `--durable-ack` fsynced
+        // and acknowledged, after the last meta sync): leave them to the reader and write
+        // anew, past every segment that already holds data (a crash right after a roll leaves
+        // the next one too), so nothing written before the crash is overwritten.
+        loop {
+            let wpath = segment_path(&cfg.dir, &name, write.file_num);
+            match file_size(&wpath).await {
+                Some(size) if size as i64 > write.pos => {
+                    tracing::warn!(
+                        "DISKQUEUE({name}): {} is larger than its meta says ({size} > {}), writing to the next file",
+                        wpath.display(),
+                        write.pos
+                    );
+                    write = Position {
+                        file_num: write.file_num + 1,
+                        pos: 0,
+                    };
+                }
+                _ => {
+                    // The write file is complete and the next one holds data: the crash came
+                    // after a roll, before the meta file followed.
+                    let next = segment_path(&cfg.dir, &name, write.file_num + 1);
+                    if file_size(&next).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    tracing::warn!(
+                        "DISKQUEUE({name}): {} exists past the write file of its meta, writing after it",
+                        next.display()
+                    );
+                    write = Position {
+                        file_num: write.file_num + 1,
+                        pos: 0,
+                    };
+                }
             }
         }
         backlog.set_depth(meta.depth + backlog.pending_count());
@@ -189,6 +216,9 @@ impl QueueIo {
             read_file: None,
             since_sync: 0,
             dirty: false,
+            staged: None,
+            staged_taken: 0,
+            rolled: false,
         }
     }
 
@@ -200,12 +230,30 @@ impl QueueIo {
         segment_path(&self.cfg.dir, self.backlog.name(), file_num)
     }
 
-    /// One round: note what the broker consumed, write what it queued, read ahead, and sync
-    /// when `--sync-every` is reached or `force_sync`. Returns whether records were read.
+    /// One round for this queue alone: [`QueueIo::stage`], [`QueueIo::write`],
+    /// [`QueueIo::advance`]. Returns whether records were read.
     pub async fn step(&mut self, force_sync: bool) -> IoResult<bool> {
-        self.apply_consumed().await;
+        self.stage();
+        self.write().await?;
+        self.advance(force_sync, true).await
+    }
+
+    /// Round phase 1 (no IO, so no other task runs in between for the queues of one shard):
+    /// notes how far the broker consumed. Whatever it consumed up to here and moved elsewhere
+    /// (a topic's backlog fanned out to its channels) is already queued for writing in the
+    /// other queue, so it is on disk once phase 2 of every queue is done.
+    pub fn stage(&mut self) {
+        let (consumed, taken) = self.backlog.take_consumed();
+        if consumed.is_some() {
+            self.staged = consumed;
+        }
+        self.staged_taken += taken;
+    }
+
+    /// Round phase 2: writes what the broker queued (fsynced with `--durable-ack`).
+    pub async fn write(&mut self) -> IoResult<()> {
         let wrote = self.backlog.pending_count() > 0;
-        let mut rolled = self.flush_writes().await?;
+        self.rolled |= self.flush_writes().await?;
         if wrote
             && self.cfg.durable
             && let Some(f) = &self.write_file
@@ -214,17 +262,34 @@ impl QueueIo {
                 .await
                 .map_err(|e| io_err("cannot sync", &self.segment(self.write.file_num), e))?;
         }
+        Ok(())
+    }
+
+    /// Round phase 3, once every queue of the round is written: applies the staged consumed
+    /// position (if `apply_consumed`; a round whose writes failed keeps it for later, so a
+    /// topic never records as consumed what its channels could not store), reads ahead, and
+    /// syncs when `--sync-every` is reached, a segment rolled, or `force_sync`.
+    /// Returns whether records were read.
+    pub async fn advance(&mut self, force_sync: bool, apply_consumed: bool) -> IoResult<bool> {
+        if apply_consumed {
+            self.apply_consumed().await;
+        }
+        let mut rolled = std::mem::take(&mut self.rolled);
         let read_any = self.refill(&mut rolled).await;
-        if rolled || (self.dirty && (force_sync || self.since_sync >= self.cfg.sync_every)) {
-            self.sync().await?;
+        if (rolled || (self.dirty && (force_sync || self.since_sync >= self.cfg.sync_every)))
+            && let Err(e) = self.sync().await
+        {
+            self.rolled = rolled;
+            return Err(e);
         }
         Ok(read_any)
     }
 
     async fn apply_consumed(&mut self) {
-        let (consumed, taken) = self.backlog.take_consumed();
-        self.since_sync += taken;
-        let Some(pos) = consumed else { return };
+        self.since_sync += std::mem::take(&mut self.staged_taken);
+        let Some(pos) = self.staged.take() else {
+            return;
+        };
         if pos == self.read {
             return;
         }
@@ -490,6 +555,7 @@ impl QueueIo {
             pos: 0,
         };
         (self.read, self.next_read, self.write) = (next, next, next);
+        (self.staged, self.staged_taken) = (None, 0);
         self.backlog.set_depth(self.backlog.pending_count());
         self.dirty = false;
         tracing::info!("DISKQUEUE({}): emptied", self.name());
@@ -520,10 +586,22 @@ impl QueueIo {
         Ok(())
     }
 
-    /// Final sync and close (shutdown): every queue gets a meta file, as in nsqd.
+    /// Final sync and close (shutdown) of this queue alone: every queue gets a meta file, as
+    /// in nsqd.
     pub async fn close(mut self) -> IoResult<()> {
-        self.apply_consumed().await;
+        self.stage();
+        self.finish(true).await
+    }
+
+    /// Final write, sync and close, after [`QueueIo::stage`] and [`QueueIo::write`] of every
+    /// queue of the shard (so what a topic handed to its channels is written before the
+    /// topic's position moves); the staged position is kept out of the meta file unless
+    /// `apply_consumed` (see [`QueueIo::advance`]).
+    pub async fn finish(mut self, apply_consumed: bool) -> IoResult<()> {
         self.flush_writes().await?;
+        if apply_consumed {
+            self.apply_consumed().await;
+        }
         self.sync().await?;
         if let Some(f) = self.write_file.take() {
             let _ = f.close().await;
@@ -706,6 +784,85 @@ mod tests {
             io2.delete_files().await;
         });
         assert!(!meta_path(&dir, "gone").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `--durable-ack` acknowledges once a round's records are written and fsynced; the meta
+    /// file follows only at the next sync. A crash in between (the queue is dropped without
+    /// closing) must lose none of them: nsqd's rule (a write file larger than the meta says
+    /// makes writing move on and the reader salvage the tail) applies, whatever the meta
+    /// file's depth and positions say, and even with no meta file at all.
+    #[test]
+    fn records_fsynced_after_the_last_meta_sync_are_read_after_a_crash() {
+        let dir = temp_dir();
+        let d = dir.clone();
+        run(async move {
+            let durable = |max_bytes| {
+                let mut c = (*cfg(&d, max_bytes)).clone();
+                c.durable = true;
+                Rc::new(c)
+            };
+            // "a": meta synced with depth 0 after everything was read, then 4 more records.
+            // "b": no meta file ever written.
+            // "c": meta synced mid-segment; the crash came after a roll, so the next segment
+            //      holds records as well.
+            let reg = Registry::default();
+            let (a, b, c) = (reg.open("a"), reg.open("b"), reg.open("c"));
+            let mut ia = QueueIo::load(durable(1 << 20), a.clone()).await;
+            let mut ib = QueueIo::load(durable(1 << 20), b.clone()).await;
+            let mut ic = QueueIo::load(durable(38 * 3), c.clone()).await;
+            for i in 0..3 {
+                a.push(&msg(i));
+                c.push(&msg(i));
+            }
+            ia.step(false).await.unwrap();
+            assert_eq!(drain(&a).len(), 3);
+            ia.step(true).await.unwrap();
+            ic.step(true).await.unwrap();
+            assert_eq!(
+                std::fs::read_to_string(meta_path(&d, "a")).unwrap(),
+                "0\n0,114\n0,114\n"
+            );
+            assert_eq!(
+                std::fs::read_to_string(meta_path(&d, "c")).unwrap(),
+                "3\n0,0\n0,114\n"
+            );
+            for i in 3..7 {
+                a.push(&msg(i));
+                b.push(&msg(i));
+                c.push(&msg(i));
+            }
+            for io in [&mut ia, &mut ib, &mut ic] {
+                io.stage();
+                io.write().await.unwrap();
+            }
+            // The crash: no sync, no close.
+            drop((ia, ib, ic));
+            assert!(!meta_path(&d, "b").exists());
+            assert!(segment_path(&d, "c", 1).exists());
+
+            let reg = Registry::default();
+            for (name, want) in [("a", 3..7), ("b", 3..7), ("c", 0..7)] {
+                let q = reg.open(name);
+                let mut io = QueueIo::load(durable(38 * 3), q.clone()).await;
+                let mut got = Vec::new();
+                for _ in 0..4 {
+                    io.step(false).await.unwrap();
+                    got.extend(drain(&q));
+                }
+                assert_eq!(got, want.clone().map(msg).collect::<Vec<_>>(), "{name}");
+                // New writes go past every segment holding data: nothing is overwritten.
+                q.push(&msg(9));
+                io.step(false).await.unwrap();
+                assert_eq!(drain(&q), vec![msg(9)], "{name}");
+                io.close().await.unwrap();
+            }
+        });
+        let seg = |name, n| std::fs::metadata(segment_path(&dir, name, n)).ok();
+        // "c" held segments 0 to 2 (the last with one record): all salvaged, consumed and
+        // deleted; the new record went to segment 3.
+        assert!((0..3).all(|n| seg("c", n).is_none()));
+        assert_eq!(seg("c", 3).map(|m| m.len()), Some(38), "written past them");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
