@@ -434,7 +434,9 @@ fn failed_requery_is_auth_failed() {
 #[test]
 fn post_sends_a_json_encoded_form() {
     let server = AuthServer::granting(60, GRANTS);
-    let b = broker(&[&server.flag(), "--auth-http-request-method=post"]);
+    // A host name: resolved off the core, and every address tried (localhost may be ::1 first).
+    let by_name = format!("--auth-http-address=localhost:{}", server.addr.port());
+    let b = broker(&[&by_name, "--auth-http-request-method=post"]);
     let mut c = b.client();
     expect_auth_ok(&mut c, "p<w>");
     let seen = server.requests();

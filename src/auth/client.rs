@@ -197,21 +197,43 @@ fn target(url: &str) -> Result<Target, String> {
     })
 }
 
-/// Resolves `host:port`; a name (not an IP literal) is looked up on glommio's blocking pool so
-/// the executor keeps serving.
-async fn resolve(connect: &str) -> Result<SocketAddr, String> {
+/// Resolves `host:port` to its addresses; a name (not an IP literal) is looked up on glommio's
+/// blocking pool so the executor keeps serving.
+async fn resolve(connect: &str) -> Result<Vec<SocketAddr>, String> {
     if let Ok(addr) = connect.parse::<SocketAddr>() {
-        return Ok(addr);
+        return Ok(vec![addr]);
     }
     let name = connect.to_string();
     glommio::executor()
         .spawn_blocking(move || {
-            name.to_socket_addrs()
+            let addrs: Vec<SocketAddr> = name
+                .to_socket_addrs()
                 .map_err(|e| format!("resolve {name}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("resolve {name}: no address"))
+                .collect();
+            match addrs.is_empty() {
+                true => Err(format!("resolve {name}: no address")),
+                false => Ok(addrs),
+            }
         })
         .await
+}
+
+/// Connects to the first of `addrs` that accepts (as Go's dialer falls back from one address
+/// of a name to the next), each attempt bounded by `timeout` (0: unbounded).
+async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, String> {
+    let mut last = String::from("no address");
+    for &addr in addrs {
+        let attempt = if timeout.is_zero() {
+            TcpStream::connect(addr).await
+        } else {
+            TcpStream::connect_timeout(addr, timeout).await
+        };
+        match attempt {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = format!("connect {addr}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// The HTTP timeouts nsqd applies to auth requests.
@@ -301,13 +323,8 @@ async fn exchange(
     tls: Option<&Arc<ClientConfig>>,
 ) -> Result<(StatusCode, Bytes), String> {
     let mut target = target(url)?;
-    let addr = resolve(&target.connect).await?;
-    let stream = if connect_timeout.is_zero() {
-        TcpStream::connect(addr).await
-    } else {
-        TcpStream::connect_timeout(addr, connect_timeout).await
-    }
-    .map_err(|e| format!("connect {addr}: {e}"))?;
+    let addrs = resolve(&target.connect).await?;
+    let stream = connect(&addrs, connect_timeout).await?;
     let (verb, body) = match method {
         Method::Get => {
             // As nsqd: `<endpoint>?<query>`, even when the endpoint has a query already.

@@ -94,8 +94,10 @@ struct ReplyAuthorization {
 /// Parses and validates an auth server's reply body received at `now`. The error says why
 /// the reply is unusable (logged only: clients just see `E_AUTH_FAILED`).
 pub fn parse_reply(body: &[u8], now: Instant) -> Result<AuthState, String> {
-    let reply: Reply =
-        serde_json::from_slice(body).map_err(|e| format!("invalid auth reply: {e}"))?;
+    let invalid = |e: serde_json::Error| format!("invalid auth reply: {e}");
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+    fold_keys(&mut value);
+    let reply: Reply = serde_json::from_value(value).map_err(invalid)?;
     let mut authorizations = Vec::new();
     for a in reply.authorizations.unwrap_or_default() {
         let (mut subscribe, mut publish) = (false, false);
@@ -135,6 +137,22 @@ pub fn parse_reply(body: &[u8], now: Instant) -> Result<AuthState, String> {
             .checked_add(ttl)
             .unwrap_or(now + Duration::from_secs(1 << 40)),
     })
+}
+
+/// Go's decoder matches object keys to fields case-insensitively (the last match wins): lower
+/// the keys of the reply's objects so serde's exact matching does the same.
+fn fold_keys(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (key, mut v) in entries {
+                fold_keys(&mut v);
+                map.insert(key.to_lowercase(), v);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(fold_keys),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -196,5 +214,13 @@ mod tests {
         assert!(!s.is_allowed("t", "c"));
         assert!(!s.is_expired(now + Duration::from_secs(2)));
         assert!(s.is_expired(now + Duration::from_secs(3)));
+        // Keys in any letter case, as Go's decoder accepts them.
+        let s = parse_reply(
+            br#"{"TTL":5,"Identity":"x","Authorizations":[{"Topic":"t","CHANNELS":[".*"],"Permissions":["publish"]}]}"#,
+            now,
+        )
+        .unwrap();
+        assert_eq!((s.identity.as_str(), s.permission_count()), ("x", 1));
+        assert!(s.is_allowed("t", ""));
     }
 }
