@@ -82,7 +82,7 @@ impl Broker {
                 l.push('\n');
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = log.lock().unwrap().clone();
             let tcp = find_addr(&text, "TCP: listening on ");
@@ -109,7 +109,7 @@ impl Broker {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 return Err(format!(
-                    "no listening line in 20 s; log:\n{}",
+                    "no listening line in 60 s; log:\n{}",
                     log.lock().unwrap()
                 ));
             }
