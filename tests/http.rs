@@ -74,9 +74,12 @@ impl Http {
     fn new(broker: &Broker) -> Http {
         let addr = broker.http.expect("broker serves HTTP");
         Http {
+            // A fresh connection per request: after an error the server may close the one it
+            // answered on, and a pooled connection reused in that instant would read EOF.
             agent: ureq::AgentBuilder::new()
                 .redirects(0)
                 .timeout(Duration::from_secs(15))
+                .max_idle_connections(0)
                 .build(),
             base: format!("http://{addr}"),
         }
