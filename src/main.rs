@@ -148,6 +148,7 @@ fn settings_from(o: &Options) -> Settings {
     lim.max_deflate_level = o.max_deflate_level;
     lim.topology_region = o.topology_region.clone();
     lim.topology_zone = o.topology_zone.clone();
+    s.spin_before_park = o.spin_before_park;
     s.topology_aware_consumption = o
         .enable_experiment
         .iter()

@@ -32,6 +32,9 @@ pub struct Settings {
     /// `--enable-experiment=topology-aware-consumption`: ready consumers in this node's zone,
     /// then its region, are served first.
     pub topology_aware_consumption: bool,
+    /// `--spin-before-park` (ours): how long an idle core busy-polls before sleeping in the
+    /// kernel; trades a core's idle CPU for wake-up latency on busy or shared machines.
+    pub spin_before_park: Duration,
     /// Disk queues and nsqd.dat; `None` keeps everything in memory (unit tests, benches).
     pub disk: Option<DiskSettings>,
     /// Negotiable connection features (TLS, compression) and the TLS policy.
@@ -112,6 +115,7 @@ impl Default for Settings {
             node_id: 0,
             queue_scan_interval: Duration::from_millis(100),
             topology_aware_consumption: false,
+            spin_before_park: Duration::ZERO,
             disk: None,
             features: FeatureSettings {
                 tls: None,

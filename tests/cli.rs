@@ -62,6 +62,7 @@ fn every_nsqd_flag_is_accepted_and_bad_values_are_named() {
         "--enable-experiment=topology-aware-consumption",
         "--topology-zone=z",
         "--topology-region=r",
+        "--spin-before-park=50us",
     ]);
     let mut c = b.client();
     c.publish(&unique("flags"), b"x");

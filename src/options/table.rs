@@ -279,6 +279,9 @@ define_options! {
     durable_ack: bool = false,
         flag "durable-ack", key Some("durable_ack"),
         help "acknowledge a publish only after it is durably written to disk";
+    spin_before_park: Duration = Duration::ZERO,
+        flag "spin-before-park", key Some("spin_before_park"),
+        help "how long an idle core busy-polls before sleeping (lower wake-up latency for a whole core's CPU; default 0)";
 }
 
 /// The row for a command-line flag name (without dashes).

@@ -197,12 +197,14 @@ fn resolve(flag: &str, addr: &str) -> Result<SocketAddr, String> {
 
 fn start_executor(id: usize, cpu: usize, plan: ShardPlan) -> Result<JoinHandle<()>, String> {
     let reports = plan.reports.clone();
+    let spin_before_park = plan.settings.spin_before_park;
     std::thread::Builder::new()
         .name(format!("nsqd-core-{id}"))
         .spawn(move || {
             let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
                 .name(&format!("nsqd-core-{id}"))
-                .io_memory(IO_MEMORY);
+                .io_memory(IO_MEMORY)
+                .spin_before_park(spin_before_park);
             match builder.make() {
                 Ok(ex) => ex.run(run_shard(plan)),
                 Err(e) => {
