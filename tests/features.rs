@@ -7,12 +7,13 @@ mod common;
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use common::certs::TestCerts;
 use common::{Broker, READ_TIMEOUT, mpub_body, unique};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// Anything a layer can sit on.
 trait Duplex: Read + Write {}
@@ -44,74 +45,11 @@ struct FeatureClient {
     base: Shared,
 }
 
-struct TlsMaterial {
-    dir: PathBuf,
-    ca: CertificateDer<'static>,
-    client_cert: Vec<CertificateDer<'static>>,
-    client_key: PrivateKeyDer<'static>,
-}
-
-impl TlsMaterial {
-    /// A CA, a server certificate for 127.0.0.1 signed by it, and a client certificate.
-    fn new() -> TlsMaterial {
-        let dir = std::env::temp_dir().join(unique("nsqd-tls-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(vec![]).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let server_key = rcgen::KeyPair::generate().unwrap();
-        let server_params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-        let server = server_params.signed_by(&server_key, &ca, &ca_key).unwrap();
-        let client_key = rcgen::KeyPair::generate().unwrap();
-        let client_params = rcgen::CertificateParams::new(vec!["client".into()]).unwrap();
-        let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.join("cert.pem"), server.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), server_key.serialize_pem()).unwrap();
-        TlsMaterial {
-            dir,
-            ca: ca.der().clone(),
-            client_cert: vec![client.der().clone()],
-            client_key: PrivateKeyDer::try_from(client_key.serialize_der()).unwrap(),
-        }
-    }
-
-    fn flags(&self) -> Vec<String> {
-        vec![
-            format!("--tls-cert={}", self.path("cert.pem").display()),
-            format!("--tls-key={}", self.path("key.pem").display()),
-            format!("--tls-root-ca-file={}", self.path("ca.pem").display()),
-        ]
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn client_config(&self, with_cert: bool) -> Arc<rustls::ClientConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.clone()).unwrap();
-        let b = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let config = if with_cert {
-            b.with_client_auth_cert(self.client_cert.clone(), self.client_key.clone_key())
-                .unwrap()
-        } else {
-            b.with_no_client_auth()
-        };
-        Arc::new(config)
-    }
-}
-
-impl Drop for TlsMaterial {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// `--tls-cert`, `--tls-key` and `--tls-root-ca-file` for the test certificates.
+fn tls_flags(certs: &TestCerts) -> Vec<String> {
+    let mut flags = certs.server_flags();
+    flags.push(certs.root_ca_flag());
+    flags
 }
 
 fn start(extra: &[String]) -> Broker {
@@ -233,8 +171,8 @@ impl FeatureClient {
 
 #[test]
 fn tls_upgrade_in_nsqd_order_then_pubsub() {
-    let tls = TlsMaterial::new();
-    let b = start(&tls.flags());
+    let tls = TestCerts::new("client");
+    let b = start(&tls_flags(&tls));
     let mut c = FeatureClient::connect(&b);
     let reply = c.identify(r#"{"feature_negotiation":true,"tls_v1":true}"#);
     assert_eq!(reply["tls_v1"], true);
@@ -245,8 +183,8 @@ fn tls_upgrade_in_nsqd_order_then_pubsub() {
 
 #[test]
 fn tls_not_requested_stays_plain() {
-    let tls = TlsMaterial::new();
-    let b = start(&tls.flags());
+    let tls = TestCerts::new("client");
+    let b = start(&tls_flags(&tls));
     let mut c = FeatureClient::connect(&b);
     let reply = c.identify(r#"{"feature_negotiation":true}"#);
     assert_eq!(reply["tls_v1"], false);
@@ -255,8 +193,8 @@ fn tls_not_requested_stays_plain() {
 
 #[test]
 fn tls_required_refuses_commands_before_upgrade() {
-    let tls = TlsMaterial::new();
-    let mut flags = tls.flags();
+    let tls = TestCerts::new("client");
+    let mut flags = tls_flags(&tls);
     flags.push("--tls-required=true".into());
     let b = start(&flags);
     let mut plain = b.client();
@@ -272,9 +210,9 @@ fn tls_required_refuses_commands_before_upgrade() {
 
 #[test]
 fn client_certificate_policies() {
-    let tls = TlsMaterial::new();
+    let tls = TestCerts::new("client");
     for policy in ["require", "require-verify"] {
-        let mut flags = tls.flags();
+        let mut flags = tls_flags(&tls);
         flags.push(format!("--tls-client-auth-policy={policy}"));
         let b = start(&flags);
         // Without a client certificate the handshake fails.
@@ -328,8 +266,8 @@ fn deflate_upgrade_then_pubsub() {
 
 #[test]
 fn snappy_over_tls() {
-    let tls = TlsMaterial::new();
-    let b = start(&tls.flags());
+    let tls = TestCerts::new("client");
+    let b = start(&tls_flags(&tls));
     let mut c = FeatureClient::connect(&b);
     let reply = c.identify(r#"{"feature_negotiation":true,"tls_v1":true,"snappy":true}"#);
     assert_eq!(
@@ -426,8 +364,8 @@ fn sample_rate_keeps_roughly_the_asked_share() {
 #[test]
 fn tls_carries_large_pipelined_bodies() {
     // Megabytes in one write: rustls must be drained while the read is fed to it.
-    let tls = TlsMaterial::new();
-    let b = start(&tls.flags());
+    let tls = TestCerts::new("client");
+    let b = start(&tls_flags(&tls));
     let mut c = FeatureClient::connect(&b);
     c.identify(r#"{"feature_negotiation":true,"tls_v1":true}"#);
     c.upgrade_tls(tls.client_config(false));
