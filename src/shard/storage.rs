@@ -96,20 +96,9 @@ impl ShardDisk {
             return false;
         }
         let covered = self.registry.round_start();
-        let mut failure = None;
         let mut read_any = false;
         let mut live = self.open_queues().await;
-        for (_, io) in &mut live {
-            io.stage();
-        }
-        let mut failed = Vec::new();
-        for (name, io) in &mut live {
-            if let Err(e) = io.write().await {
-                tracing::error!("DISKQUEUE({name}): {e}");
-                failed.push(name.clone());
-                failure = Some(e);
-            }
-        }
+        let (failed, mut failure) = stage_and_write(&mut live, "").await;
         for (name, io) in &mut live {
             let apply_consumed = !feeds_failed_queue(name, &failed);
             match io.advance(force_sync, apply_consumed).await {
@@ -165,19 +154,8 @@ impl ShardDisk {
         };
         self.closed.set(true);
         let covered = self.registry.round_start();
-        let mut failure = None;
         let mut live = self.open_queues().await;
-        for (_, io) in &mut live {
-            io.stage();
-        }
-        let mut failed = Vec::new();
-        for (name, io) in &mut live {
-            if let Err(e) = io.write().await {
-                tracing::error!("DISKQUEUE({name}): failed to close - {e}");
-                failed.push(name.clone());
-                failure = Some(e);
-            }
-        }
+        let (failed, mut failure) = stage_and_write(&mut live, "failed to close - ").await;
         for (name, io) in live {
             let apply_consumed = !feeds_failed_queue(&name, &failed);
             if let Err(e) = io.finish(apply_consumed).await {
@@ -368,6 +346,28 @@ fn durable_result(synced: Result<(), String>, outcome: PublishOutcome) -> Publis
             error: Some(format!("disk write failed - {e}")),
         },
     }
+}
+
+/// The first two phases of a round (and of close): note every consumed position with no IO in
+/// between, then write and sync every queue. Returns the queues whose write failed and the
+/// last error; `context` prefixes the log line.
+async fn stage_and_write(
+    live: &mut [(String, QueueIo)],
+    context: &str,
+) -> (Vec<String>, Option<String>) {
+    for (_, io) in live.iter_mut() {
+        io.stage();
+    }
+    let mut failed = Vec::new();
+    let mut failure = None;
+    for (name, io) in live.iter_mut() {
+        if let Err(e) = io.write().await {
+            tracing::error!("DISKQUEUE({name}): {context}{e}");
+            failed.push(name.clone());
+            failure = Some(e);
+        }
+    }
+    (failed, failure)
 }
 
 #[cfg(test)]
