@@ -49,6 +49,11 @@ fn main() -> ExitCode {
         hostname: options::os_hostname(),
         topology_region: opts.topology_region.clone(),
         topology_zone: opts.topology_zone.clone(),
+        http_endpoints: Default::default(),
+        http_timeouts: (
+            opts.http_client_connect_timeout,
+            opts.http_client_request_timeout,
+        ),
     };
     if settings.auth.enabled() {
         // nsqd's client TLS configuration, for https:// auth servers.

@@ -65,6 +65,11 @@ pub struct LookupdSettings {
     pub topology_region: String,
     /// `--topology-zone`.
     pub topology_zone: String,
+    /// `http://host:port` of every connected nsqlookupd (from its IDENTIFY reply), kept by the
+    /// lookupd task on the first core and read by any core creating a topic.
+    pub http_endpoints: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// `--http-client-connect-timeout` and `--http-client-request-timeout`.
+    pub http_timeouts: (Duration, Duration),
 }
 
 /// What IDENTIFY may negotiate, from `--tls-*`, `--snappy`, `--deflate`.

@@ -39,7 +39,7 @@ fn reply(s: &mut TcpStream, data: &[u8]) {
 
 /// A lookupd that answers like nsqlookupd and reports every command; `drop_after` closes the
 /// first connection after that many commands to force a reconnect.
-fn fake_lookupd(drop_after: usize) -> (u16, mpsc::Receiver<Seen>) {
+fn fake_lookupd(drop_after: usize, http_port: u16) -> (u16, mpsc::Receiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
@@ -61,7 +61,10 @@ fn fake_lookupd(drop_after: usize) -> (u16, mpsc::Receiver<Seen>) {
                         let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
                         s.read_exact(&mut body).unwrap();
                         let _ = tx.send(Seen::Connected(serde_json::from_slice(&body).unwrap()));
-                        reply(&mut s, br#"{"tcp_port":4160,"http_port":4161,"version":"1.3.0","broadcast_address":"127.0.0.1","hostname":"fake"}"#);
+                        let identity = format!(
+                            r#"{{"tcp_port":4160,"http_port":{http_port},"version":"1.3.0","broadcast_address":"127.0.0.1","hostname":"fake"}}"#
+                        );
+                        reply(&mut s, identity.as_bytes());
                         continue;
                     }
                     let _ = tx.send(Seen::Line(line));
@@ -102,7 +105,7 @@ fn has_line(seen: &[Seen], want: &str) -> bool {
 
 #[test]
 fn registers_topics_and_channels_of_both_cores_and_replays_after_reconnect() {
-    let (port, rx) = fake_lookupd(6);
+    let (port, rx) = fake_lookupd(6, 0);
     let lookupd = format!("--lookupd-tcp-address=127.0.0.1:{port}");
     let b = Broker::start(&["--cores=2", &lookupd, "--broadcast-address=127.0.0.1"]);
     let first = collect_until(&rx, Duration::from_secs(10), |s| !s.is_empty());
@@ -189,7 +192,7 @@ fn registers_topics_and_channels_of_both_cores_and_replays_after_reconnect() {
 
 #[test]
 fn pings_every_15_seconds() {
-    let (port, rx) = fake_lookupd(usize::MAX);
+    let (port, rx) = fake_lookupd(usize::MAX, 0);
     let lookupd = format!("--lookupd-tcp-address=127.0.0.1:{port}");
     let _b = Broker::start(&["--cores=1", &lookupd]);
     let start = Instant::now();
@@ -203,7 +206,7 @@ fn pings_every_15_seconds() {
 
 #[test]
 fn put_config_nsqlookupd_tcp_addresses_connects_and_registers() {
-    let (port, rx) = fake_lookupd(usize::MAX);
+    let (port, rx) = fake_lookupd(usize::MAX, 0);
     let b = Broker::start(&["--cores=2"]);
     let topic = unique("put");
     let mut c = b.client();
@@ -218,4 +221,63 @@ fn put_config_nsqlookupd_tcp_addresses_connects_and_registers() {
         has_line(s, &format!("REGISTER {topic} ch"))
     });
     assert!(matches!(seen[0], Seen::Connected(_)), "{seen:?}");
+}
+
+/// An nsqlookupd HTTP side answering `/channels?topic=` with `channels`; reports each path.
+fn fake_lookupd_http(channels: &'static str) -> (u16, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut req = Vec::new();
+            let mut b = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && s.read(&mut b).map(|n| n == 1).unwrap_or(false) {
+                req.push(b[0]);
+            }
+            let line = String::from_utf8_lossy(&req)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let _ = tx.send(line);
+            let body = format!(r#"{{"channels":{channels}}}"#);
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes());
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn a_new_topic_gets_the_channels_nsqlookupd_knows_before_delivering() {
+    let (http_port, paths) = fake_lookupd_http(r#"["pre1","pre2","tmp#ephemeral"]"#);
+    let (port, rx) = fake_lookupd(usize::MAX, http_port);
+    let lookupd = format!("--lookupd-tcp-address=127.0.0.1:{port}");
+    let b = Broker::start(&["--cores=2", &lookupd]);
+    collect_until(&rx, Duration::from_secs(10), |s| !s.is_empty());
+    // Messages published to a brand-new topic before anyone subscribes: nsqd creates the
+    // channels nsqlookupd knows first, so both get every message.
+    let topic = unique("pre");
+    b.client().mpub(&topic, &[b"a", b"b", b"c"]);
+    let asked = paths
+        .recv_timeout(Duration::from_secs(10))
+        .expect("asked lookupd");
+    assert_eq!(asked, format!("GET /channels?topic={topic} HTTP/1.1"));
+    for channel in ["pre1", "pre2"] {
+        let mut c = b.client();
+        c.sub(&topic, channel);
+        c.line("RDY 10");
+        let got: Vec<Vec<u8>> = (0..3).map(|_| c.expect_message().body).collect();
+        assert_eq!(
+            got,
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+            "{channel}"
+        );
+    }
 }

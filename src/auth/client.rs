@@ -236,6 +236,38 @@ async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, S
     Err(last)
 }
 
+/// A plain `GET` of `url` (nsqd's `Accept` header), within the timeouts; used for
+/// nsqlookupd's `/channels` query. `https://` is refused (nsqlookupd serves plain HTTP).
+pub async fn get(url: &str, timeouts: Timeouts) -> Result<(StatusCode, Bytes), String> {
+    let work = async {
+        let target = target(url)?;
+        if target.https {
+            return Err(format!("{url}: https is not used for nsqlookupd"));
+        }
+        let addrs = resolve(&target.connect).await?;
+        let stream = connect(&addrs, timeouts.connect).await?;
+        let mut req = Request::builder()
+            .method("GET")
+            .uri(&target.path)
+            .header(ACCEPT, "application/vnd.nsq; version=1.0");
+        if let Ok(host) = HeaderValue::from_str(&target.authority) {
+            req = req.header(HOST, host);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| format!("{url}: {e}"))?;
+        send(stream, req, url).await
+    };
+    let deadline = async {
+        glommio::timer::sleep(timeouts.request).await;
+        Err(format!(
+            "request to {url} timed out after {:?}",
+            timeouts.request
+        ))
+    };
+    futures_lite::future::or(work, deadline).await
+}
+
 /// The HTTP timeouts nsqd applies to auth requests.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {

@@ -45,6 +45,9 @@ pub struct Topic {
     pub name: String,
     /// `#ephemeral`: never persisted; deleted when its last channel goes.
     pub ephemeral: bool,
+    /// A new topic waits here, holding its messages, until the channels nsqlookupd knows for
+    /// it exist (nsqd starts a topic only after that query), so all of them get the backlog.
+    pub starting: bool,
     /// A paused topic keeps messages in its backlog instead of fanning them out.
     pub paused: bool,
     /// Channels by name (sorted, as `/stats` lists them).
@@ -77,6 +80,7 @@ impl Topic {
         Topic {
             name: name.to_string(),
             ephemeral,
+            starting: false,
             paused: false,
             channels: BTreeMap::new(),
             message_count: 0,
@@ -105,7 +109,7 @@ impl Topic {
     }
 
     fn fans_out(&self) -> bool {
-        !self.paused && !self.channels.is_empty()
+        !self.paused && !self.starting && !self.channels.is_empty()
     }
 
     /// Whether `n` messages can be accepted without dropping any.

@@ -42,12 +42,17 @@ impl LookupdHandle {
 }
 
 /// Starts the registration task and its PING ticker on the current executor.
-pub fn spawn(identity: Identity, addrs: Vec<String>, max_body_size: i64) -> LookupdHandle {
+pub fn spawn(
+    identity: Identity,
+    addrs: Vec<String>,
+    max_body_size: i64,
+    endpoints: HttpEndpoints,
+) -> LookupdHandle {
     let (tx, rx) = local_channel::new_unbounded();
     let handle = LookupdHandle {
         tx: std::rc::Rc::new(tx),
     };
-    glommio::spawn_local(run(identity, addrs, rx, max_body_size)).detach();
+    glommio::spawn_local(run(identity, addrs, rx, max_body_size, endpoints)).detach();
     let ticker = handle.clone();
     glommio::spawn_local(async move {
         loop {
@@ -69,11 +74,29 @@ fn dedup(addrs: Vec<String>) -> Vec<String> {
     out
 }
 
+/// `http://host:port` of every connected nsqlookupd, shared with the cores that create topics.
+pub type HttpEndpoints = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Publishes where the connected peers serve HTTP (from their IDENTIFY replies).
+fn publish_endpoints(peers: &[Peer], endpoints: &HttpEndpoints) {
+    let list: Vec<String> = peers
+        .iter()
+        .filter(|p| p.is_connected())
+        .filter_map(|p| p.info.as_ref())
+        .filter(|i| i.http_port != 0 && !i.broadcast_address.is_empty())
+        .map(|i| format!("http://{}:{}", i.broadcast_address, i.http_port))
+        .collect();
+    if let Ok(mut e) = endpoints.lock() {
+        *e = list;
+    }
+}
+
 async fn run(
     identity: Identity,
     addrs: Vec<String>,
     rx: LocalReceiver<LookupdEvent>,
     max_body_size: i64,
+    endpoints: HttpEndpoints,
 ) {
     let mut peers: Vec<Peer> = dedup(addrs).into_iter().map(Peer::new).collect();
     let mut registry = Registry::default();
@@ -82,6 +105,7 @@ async fn run(
             tracing::error!("LOOKUPD({}): {e}", p.addr);
         }
     }
+    publish_endpoints(&peers, &endpoints);
     while let Some(ev) = rx.recv().await {
         let line = match &ev {
             LookupdEvent::Register(r) => {
@@ -107,6 +131,7 @@ async fn run(
                         peers.push(p);
                     }
                 }
+                publish_endpoints(&peers, &endpoints);
                 continue;
             }
         };
@@ -114,5 +139,6 @@ async fn run(
             // Errors are logged by the peer; the next command or PING reconnects.
             let _ = p.command(&line, &identity, &registry, max_body_size).await;
         }
+        publish_endpoints(&peers, &endpoints);
     }
 }

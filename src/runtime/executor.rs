@@ -214,6 +214,7 @@ async fn housekeeping(shard: &Rc<Shard>) {
             next_scan = now + scan_every;
         }
         shard.announce_registrations();
+        shard.start_channel_precreation();
     }
 }
 

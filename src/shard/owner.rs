@@ -26,7 +26,12 @@ impl Shard {
     ) -> &'a mut Topic {
         topics.entry(name.to_string()).or_insert_with(|| {
             tracing::info!("TOPIC({name}): created (shard {})", self.id);
-            self.new_topic(name)
+            let mut t = self.new_topic(name);
+            if self.lookupd_knows_peers() {
+                t.starting = true;
+                self.queue_channel_precreation(name);
+            }
+            t
         })
     }
 

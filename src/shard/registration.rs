@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use super::Shard;
 use crate::lookupd::wire::{Identity, Registration};
@@ -20,6 +21,8 @@ pub struct RegistrationState {
     announced: RefCell<RegistrySet>,
     /// The lookupd task (first core only).
     lookupd: RefCell<Option<LookupdHandle>>,
+    /// New topics whose channels must first be fetched from nsqlookupd.
+    precreate: RefCell<Vec<String>>,
 }
 
 /// The events that turn `old` into `new`, in nsqd's order: a new topic before its channels; a
@@ -59,8 +62,13 @@ impl Shard {
         if self.id != 0 {
             return;
         }
-        let addrs = self.settings.lookupd.addresses.clone();
-        let handle = lookupd::spawn(identity, addrs, self.settings.limits.max_body_size);
+        let l = &self.settings.lookupd;
+        let handle = lookupd::spawn(
+            identity,
+            l.addresses.clone(),
+            self.settings.limits.max_body_size,
+            l.http_endpoints.clone(),
+        );
         *self.registration.lookupd.borrow_mut() = Some(handle);
     }
 
@@ -78,6 +86,77 @@ impl Shard {
         }
         *self.registration.announced.borrow_mut() = current;
         self.send_lookupd(events);
+    }
+
+    /// Whether any nsqlookupd is connected (then a new topic first asks for its channels).
+    pub(super) fn lookupd_knows_peers(&self) -> bool {
+        self.settings
+            .lookupd
+            .http_endpoints
+            .lock()
+            .map(|e| !e.is_empty())
+            .unwrap_or(false)
+    }
+
+    /// Notes a new topic whose channels nsqlookupd should be asked for.
+    pub(super) fn queue_channel_precreation(&self, topic: &str) {
+        self.registration
+            .precreate
+            .borrow_mut()
+            .push(topic.to_string());
+    }
+
+    /// Starts the nsqlookupd queries for topics created since the last call.
+    pub fn start_channel_precreation(self: &Rc<Self>) {
+        let topics = std::mem::take(&mut *self.registration.precreate.borrow_mut());
+        for topic in topics {
+            glommio::spawn_local(self.clone().precreate_channels(topic)).detach();
+        }
+    }
+
+    /// nsqd's topic start: asks every nsqlookupd for the topic's channels (`/channels?topic=`),
+    /// creates the non-ephemeral ones, then lets the topic deliver its backlog to all of them.
+    async fn precreate_channels(self: Rc<Self>, topic: String) {
+        let endpoints = self
+            .settings
+            .lookupd
+            .http_endpoints
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        let (connect, request) = self.settings.lookupd.http_timeouts;
+        let timeouts = crate::auth::client::Timeouts { connect, request };
+        let mut channels = BTreeSet::new();
+        for endpoint in endpoints {
+            let url = format!("{endpoint}/channels?topic={}", topic.replace('#', "%23"));
+            match crate::auth::client::get(&url, timeouts).await {
+                Ok((status, body)) if status.is_success() => channels.extend(channel_names(&body)),
+                Ok((status, _)) => tracing::error!("LOOKUPD: {url} answered {status}"),
+                Err(e) => tracing::error!("LOOKUPD: {e}"),
+            }
+        }
+        self.finish_topic_start(&topic, channels);
+    }
+
+    /// Creates the channels nsqlookupd named, then starts the topic's delivery.
+    fn finish_topic_start(&self, topic: &str, channels: BTreeSet<String>) {
+        let now = std::time::Instant::now();
+        let mqs = self.settings.mem_queue_size;
+        let mut topics = self.topics.borrow_mut();
+        let Some(t) = topics.get_mut(topic) else {
+            return;
+        };
+        for c in channels {
+            if !t.channels.contains_key(&c) {
+                tracing::info!("TOPIC({topic}): new channel({c}) (known to nsqlookupd)");
+                t.channel_mut(&c, mqs);
+            }
+        }
+        t.starting = false;
+        t.drain_backlog(mqs);
+        for ch in t.channels.values_mut() {
+            self.pump_channel(ch, now);
+        }
     }
 
     /// `PUT /config/nsqlookupd_tcp_addresses`: replaces the lookupd peers.
@@ -103,6 +182,28 @@ impl Shard {
     }
 }
 
+/// The channel names of an nsqlookupd `/channels` reply (`{"channels":[…]}`, or the older
+/// `{"data":{"channels":[…]}}`), keeping valid, non-ephemeral names only.
+pub fn channel_names(body: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let list = v.get("channels").or_else(|| v.get("data")?.get("channels"));
+    list.and_then(|l| l.as_array())
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str())
+                .filter(|n| {
+                    crate::protocol::names::is_valid_name(n.as_bytes())
+                        && !crate::protocol::names::is_ephemeral(n)
+                })
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +213,16 @@ mod tests {
             .iter()
             .map(|(t, cs)| (t.to_string(), cs.iter().map(|c| c.to_string()).collect()))
             .collect()
+    }
+
+    #[test]
+    fn channel_names_from_both_reply_shapes() {
+        assert_eq!(
+            channel_names(br#"{"channels":["a","b#ephemeral","c d"]}"#),
+            vec!["a"]
+        );
+        assert_eq!(channel_names(br#"{"data":{"channels":["x"]}}"#), vec!["x"]);
+        assert!(channel_names(b"nope").is_empty());
     }
 
     #[test]
