@@ -258,14 +258,23 @@ pub async fn get(url: &str, timeouts: Timeouts) -> Result<(StatusCode, Bytes), S
             .map_err(|e| format!("{url}: {e}"))?;
         send(stream, req, url).await
     };
+    within(url, timeouts.request, work).await
+}
+
+/// Runs `exchange` within `limit` (Go's whole-request client timeout); zero means no limit.
+async fn within(
+    url: &str,
+    limit: Duration,
+    exchange: impl std::future::Future<Output = Result<(StatusCode, Bytes), String>>,
+) -> Result<(StatusCode, Bytes), String> {
+    if limit.is_zero() {
+        return exchange.await;
+    }
     let deadline = async {
-        glommio::timer::sleep(timeouts.request).await;
-        Err(format!(
-            "request to {url} timed out after {:?}",
-            timeouts.request
-        ))
+        glommio::timer::sleep(limit).await;
+        Err(format!("request to {url} timed out after {limit:?}"))
     };
-    futures_lite::future::or(work, deadline).await
+    futures_lite::future::or(exchange, deadline).await
 }
 
 /// The HTTP timeouts nsqd applies to auth requests.
@@ -334,17 +343,7 @@ async fn bounded(
     tls: Option<&Arc<ClientConfig>>,
 ) -> Result<(StatusCode, Bytes), String> {
     let exchange = exchange(url, method, params, timeouts.connect, tls);
-    if timeouts.request.is_zero() {
-        return exchange.await;
-    }
-    let deadline = async {
-        glommio::timer::sleep(timeouts.request).await;
-        Err(format!(
-            "request to {url} timed out after {:?}",
-            timeouts.request
-        ))
-    };
-    futures_lite::future::or(exchange, deadline).await
+    within(url, timeouts.request, exchange).await
 }
 
 async fn exchange(
