@@ -1073,3 +1073,63 @@ fn fuzz_corpus_replays() {
         let _ = nsqd_uring::storage::record::next_record(&bytes, 1 << 20);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// HTTP parameters and /mpub bodies (the pure parsers behind nsqd's HTTP API).
+
+use nsqd_uring::http::mpub::{parse_binary, split_lines};
+use nsqd_uring::http::query::Query;
+
+/// A query key or value of characters that need no escaping.
+fn plain_token() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9_.-]{1,12}"
+}
+
+proptest! {
+    /// Any query string is parsed or refused, never a panic.
+    #[test]
+    fn http_query_never_panics(raw in ".{0,200}") {
+        let _ = Query::parse(&raw);
+    }
+
+    /// Encoded pairs parse back, and the first value of a repeated key wins (Go's Values[k][0]).
+    #[test]
+    fn http_query_round_trips(pairs in proptest::collection::vec((plain_token(), plain_token()), 1..8)) {
+        let raw: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let q = Query::parse(&raw.join("&")).expect("plain pairs are valid");
+        for (k, _) in &pairs {
+            let first = pairs.iter().find(|(k2, _)| k2 == k).map(|(_, v)| v.as_str());
+            prop_assert_eq!(q.get(k), first);
+        }
+    }
+
+    /// Binary /mpub bodies: arbitrary bytes never panic, and anything accepted respects the
+    /// limits and lies inside the body.
+    #[test]
+    fn http_mpub_binary_is_bounded(body in proptest::collection::vec(any::<u8>(), 0..512), max_msg in 1u64..64) {
+        let body = Bytes::from(body);
+        if let Ok(msgs) = parse_binary(&body, max_msg, 5 * 1024 * 1024) {
+            prop_assert!(!msgs.is_empty());
+            let total: usize = msgs.iter().map(|m| m.len() + 4).sum::<usize>() + 4;
+            prop_assert!(total <= body.len());
+            prop_assert!(msgs.iter().all(|m| !m.is_empty() && m.len() as u64 <= max_msg));
+        }
+    }
+
+    /// Valid binary bodies round-trip; text bodies split into their non-empty lines.
+    #[test]
+    fn http_mpub_round_trips(msgs in proptest::collection::vec(proptest::collection::vec(1u8..=255, 1..40), 1..20)) {
+        let mut body = BytesMut::new();
+        body.put_i32(msgs.len() as i32);
+        for m in &msgs {
+            body.put_i32(m.len() as i32);
+            body.put_slice(m);
+        }
+        let parsed = parse_binary(&body.freeze(), 64, 5 * 1024 * 1024).expect("valid body");
+        prop_assert_eq!(parsed.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), msgs.clone());
+        let lines: Vec<Vec<u8>> = msgs.iter().map(|m| m.iter().map(|&b| if b == b'\n' { b'x' } else { b }).collect()).collect();
+        let text = Bytes::from(lines.join(&b'\n'));
+        let split = split_lines(&text, 64).expect("lines fit");
+        prop_assert_eq!(split.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), lines);
+    }
+}

@@ -14,8 +14,8 @@
 mod handlers;
 pub(crate) mod json;
 mod metrics;
-mod mpub;
-mod query;
+pub mod mpub;
+pub mod query;
 mod response;
 mod router;
 mod rt;

@@ -61,7 +61,8 @@ pub fn parse_binary(
     if count <= 0 || count as u64 > max_messages {
         return Err(MpubError::BadBody);
     }
-    let mut out = Vec::with_capacity(count as usize);
+    // Every message takes at least 5 bytes: reserve what the body can hold, not what it claims.
+    let mut out = Vec::with_capacity((count as usize).min(body.len() / 5));
     for _ in 0..count {
         let size = read_i32(body, &mut pos).ok_or(MpubError::BadMessage)?;
         if size <= 0 || size as u64 > max_msg_size {
