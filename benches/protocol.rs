@@ -5,16 +5,11 @@
 
 use bytes::{BufMut, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
-use nsqd_uring::protocol::codec::{ClientState, DecodeContext, Limits, decode};
+use nsqd_uring::protocol::codec::{ClientState, DecodeContext, decode};
 use nsqd_uring::protocol::frame;
 
 fn ctx(state: ClientState) -> DecodeContext {
-    DecodeContext {
-        state,
-        heartbeats_disabled: false,
-        limits: Limits::default(),
-        tls_required: false,
-    }
+    DecodeContext::new(state)
 }
 
 fn with_body(line: &str, body: &[u8]) -> Vec<u8> {

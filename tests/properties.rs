@@ -26,12 +26,7 @@ use nsqd_uring::protocol::identify::{
 // ---------------------------------------------------------------------------------------------
 
 fn ctx(state: ClientState) -> DecodeContext {
-    DecodeContext {
-        state,
-        heartbeats_disabled: false,
-        limits: Limits::default(),
-        tls_required: false,
-    }
+    DecodeContext::new(state)
 }
 
 /// The bytes a well-behaved client sends for `cmd` (the encoder the decoder must invert).

@@ -61,6 +61,18 @@ pub struct DecodeContext {
     pub tls_required: bool,
 }
 
+impl DecodeContext {
+    /// A fresh connection's context: nsqd's default limits, heartbeats on, no TLS requirement.
+    pub fn new(state: ClientState) -> Self {
+        DecodeContext {
+            state,
+            heartbeats_disabled: false,
+            limits: Limits::default(),
+            tls_required: false,
+        }
+    }
+}
+
 /// A 16-byte message ID as the client sent it (FIN/REQ/TOUCH accept any 16 bytes).
 pub type MessageIdBytes = [u8; 16];
 
@@ -597,12 +609,7 @@ mod tests {
     use bytes::BufMut;
 
     fn ctx(state: ClientState) -> DecodeContext {
-        DecodeContext {
-            state,
-            heartbeats_disabled: false,
-            limits: Limits::default(),
-            tls_required: false,
-        }
+        DecodeContext::new(state)
     }
 
     fn decode_all(input: &[u8], state: ClientState) -> DecodeResult {
