@@ -283,6 +283,18 @@ fn data_directory_is_in_nsqd_format_and_rolls_at_max_bytes_per_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Writes queue `name` as go-diskqueue would: segments 0 and 1 and a meta file reading from the
+/// start of segment 0, writing at the end of segment 1, with `depth` messages.
+fn write_two_segment_queue(dir: &Path, name: &str, seg0: &[u8], seg1: &[u8], depth: usize) {
+    std::fs::write(dir.join(format!("{name}.diskqueue.000000.dat")), seg0).unwrap();
+    std::fs::write(dir.join(format!("{name}.diskqueue.000001.dat")), seg1).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.diskqueue.meta.dat")),
+        format!("{depth}\n0,0\n1,{}\n", seg1.len()),
+    )
+    .unwrap();
+}
+
 fn record(ts: i64, attempts: u16, id: &str, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&((26 + body.len()) as i32).to_be_bytes());
@@ -314,13 +326,7 @@ fn nsqd_written_data_directory_loads_with_ids_and_attempts() {
     ));
     let seg1 = record(1_700_000_000_000_000_003, 1, "0a1b2c3d4e5f6073", b"third");
     let name = format!("{topic}:c");
-    std::fs::write(dir.join(format!("{name}.diskqueue.000000.dat")), &seg0).unwrap();
-    std::fs::write(dir.join(format!("{name}.diskqueue.000001.dat")), &seg1).unwrap();
-    std::fs::write(
-        dir.join(format!("{name}.diskqueue.meta.dat")),
-        format!("3\n0,0\n1,{}\n", seg1.len()),
-    )
-    .unwrap();
+    write_two_segment_queue(&dir, &name, &seg0, &seg1, 3);
     let flag = data_flag(&dir);
     let b = Broker::start(&[&flag, "--cores=2"]);
     let got = drain(&b, &topic, "c", 3, Duration::from_secs(20));
@@ -355,13 +361,7 @@ fn corrupt_segment_is_renamed_bad_and_the_rest_delivered() {
     // A length prefix of 2 GiB: must be rejected before any allocation.
     seg0.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff, 0, 0, 0]);
     let seg1 = record(1_700_000_000_000_000_003, 0, "0a1b2c3d4e5f6073", b"after");
-    std::fs::write(dir.join(format!("{name}.diskqueue.000000.dat")), &seg0).unwrap();
-    std::fs::write(dir.join(format!("{name}.diskqueue.000001.dat")), &seg1).unwrap();
-    std::fs::write(
-        dir.join(format!("{name}.diskqueue.meta.dat")),
-        format!("3\n0,0\n1,{}\n", seg1.len()),
-    )
-    .unwrap();
+    write_two_segment_queue(&dir, &name, &seg0, &seg1, 3);
     let flag = data_flag(&dir);
     let b = Broker::start(&[&flag, "--cores=2"]);
     let got = drain(&b, &topic, "c", 2, Duration::from_secs(20));
