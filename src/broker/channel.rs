@@ -12,12 +12,10 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use super::in_flight::{InFlight, InFlightTable};
 use super::latency::{LatencyConfig, LatencyWindow};
 use super::message::{Message, MessageId};
 use crate::storage::backlog::DiskBacklog;
-
-/// Stale timeout-heap entries tolerated beyond twice the in-flight count before a rebuild.
-const STALE_TIMEOUTS_SLACK: usize = 1024;
 
 /// A connection anywhere in the process: the core it lives on and its process-wide ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,14 +100,6 @@ impl Consumer {
     }
 }
 
-#[derive(Debug)]
-struct InFlight {
-    msg: Message,
-    owner: ConsumerId,
-    deadline: Instant,
-    delivered_at: Instant,
-}
-
 /// Why a FIN/REQ/TOUCH failed (nsqd's texts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InFlightError {
@@ -152,8 +142,7 @@ pub struct Channel {
     /// Counters for `/stats`.
     pub counters: ChannelCounters,
     queue: VecDeque<Message>,
-    in_flight: FxHashMap<MessageId, InFlight>,
-    timeouts: BinaryHeap<Reverse<(Instant, MessageId)>>,
+    in_flight: InFlightTable,
     deferred: BinaryHeap<Reverse<(Instant, u64)>>,
     deferred_msgs: FxHashMap<u64, Message>,
     deferred_seq: u64,
@@ -178,8 +167,7 @@ impl Channel {
             paused: false,
             counters: ChannelCounters::default(),
             queue: VecDeque::new(),
-            in_flight: FxHashMap::default(),
-            timeouts: BinaryHeap::new(),
+            in_flight: InFlightTable::default(),
             deferred: BinaryHeap::new(),
             deferred_msgs: FxHashMap::default(),
             deferred_seq: 0,
@@ -271,13 +259,12 @@ impl Channel {
         for msg in self.queue.drain(..) {
             disk.push(&msg);
         }
-        for (_, f) in self.in_flight.drain() {
+        for f in self.in_flight.drain() {
             disk.push(&f.msg);
         }
         for (_, msg) in self.deferred_msgs.drain() {
             disk.push(&msg);
         }
-        self.timeouts.clear();
         self.deferred.clear();
         for c in &mut self.consumers {
             c.in_flight_count = 0;
@@ -333,28 +320,20 @@ impl Channel {
         id: ConsumerId,
         msg_id: &MessageId,
     ) -> Result<InFlight, InFlightError> {
-        // One hash lookup on the common path; a FIN from the wrong client (rare) puts it back.
         let f = self
             .in_flight
-            .remove(msg_id)
+            .take_if_owned(msg_id, id)
+            .map_err(|()| InFlightError::NotOwner)?
             .ok_or(InFlightError::NotInFlight)?;
-        if f.owner != id {
-            self.in_flight.insert(*msg_id, f);
-            return Err(InFlightError::NotOwner);
-        }
         if let Some(c) = self.consumer_mut(id) {
             c.in_flight_count = c.in_flight_count.saturating_sub(1);
         }
         Ok(f)
     }
 
-    /// FIN: the message is done. Returns how long it was in flight. With E2E latency tracked,
-    /// records now − the message's publish timestamp, as nsqd's `FinishMessage` does.
-    pub fn finish(
-        &mut self,
-        id: ConsumerId,
-        msg_id: &MessageId,
-    ) -> Result<Duration, InFlightError> {
+    /// FIN: the message is done. With E2E latency tracked, records now − the message's
+    /// publish timestamp, as nsqd's `FinishMessage` does.
+    pub fn finish(&mut self, id: ConsumerId, msg_id: &MessageId) -> Result<(), InFlightError> {
         let f = self.take_owned(id, msg_id)?;
         if let Some(c) = self.consumer_mut(id) {
             c.finish_count += 1;
@@ -365,7 +344,7 @@ impl Channel {
                 .map_or(0, |d| d.as_nanos() as i64);
             e2e.record(f.msg.timestamp, now_ns, Instant::now());
         }
-        Ok(f.delivered_at.elapsed())
+        Ok(())
     }
 
     /// REQ: back to the queue now, or deferred by `delay`.
@@ -404,48 +383,21 @@ impl Channel {
             .find(|c| c.info.id == id)
             .map(|c| c.info.msg_timeout)
             .unwrap_or(max_msg_timeout);
-        let f = match self.in_flight.get_mut(msg_id) {
-            None => return Err(InFlightError::NotInFlight),
-            Some(f) if f.owner != id => return Err(InFlightError::NotOwner),
-            Some(f) => f,
-        };
-        let deadline = (now + timeout).min(f.delivered_at + max_msg_timeout);
-        f.deadline = deadline;
-        self.push_timeout(deadline, *msg_id);
-        Ok(())
-    }
-
-    /// Schedules an in-flight deadline. Entries made stale by FIN, REQ or a later TOUCH are
-    /// skipped only when they come due, so under sustained traffic they would pile up in
-    /// proportion to throughput × msg_timeout (and a client spamming TOUCH could grow the heap
-    /// at line rate); once stale entries outnumber live ones the heap is rebuilt from the
-    /// in-flight table, keeping it proportional to what is actually in flight.
-    fn push_timeout(&mut self, deadline: Instant, msg_id: MessageId) {
-        self.timeouts.push(Reverse((deadline, msg_id)));
-        if self.timeouts.len() > 2 * self.in_flight.len() + STALE_TIMEOUTS_SLACK {
-            self.timeouts = self
-                .in_flight
-                .iter()
-                .map(|(id, f)| Reverse((f.deadline, *id)))
-                .collect();
-        }
+        self.in_flight
+            .reschedule(msg_id, |f| {
+                if f.owner != id {
+                    return Err(InFlightError::NotOwner);
+                }
+                Ok((now + timeout).min(f.delivered_at + max_msg_timeout))
+            })
+            .unwrap_or(Err(InFlightError::NotInFlight))
     }
 
     /// Moves expired in-flight messages back to the queue and due deferred messages into it.
     /// Returns true if anything moved.
     pub fn process_timers(&mut self, now: Instant) -> bool {
         let mut moved = false;
-        while let Some(Reverse((deadline, msg_id))) = self.timeouts.peek().copied() {
-            if deadline > now {
-                break;
-            }
-            self.timeouts.pop();
-            // Stale heap entries (FIN'd, or TOUCHed to a later deadline) are skipped.
-            let current = matches!(self.in_flight.get(&msg_id), Some(f) if f.deadline == deadline);
-            if !current {
-                continue;
-            }
-            let f = self.in_flight.remove(&msg_id).expect("present");
+        for f in self.in_flight.expire(now) {
             self.counters.timeout_count += 1;
             if let Some(c) = self.consumer_mut(f.owner) {
                 c.in_flight_count = c.in_flight_count.saturating_sub(1);
@@ -495,11 +447,11 @@ impl Channel {
             consumer.in_flight_count += 1;
             consumer.message_count += 1;
             let id = consumer.info.id;
-            let deadline = now + consumer.info.msg_timeout;
+            let timeout = consumer.info.msg_timeout;
+            let deadline = now + timeout;
             sink(id, &msg);
-            let msg_id = msg.id;
             self.in_flight.insert(
-                msg_id,
+                timeout,
                 InFlight {
                     msg,
                     owner: id,
@@ -507,7 +459,6 @@ impl Channel {
                     delivered_at: now,
                 },
             );
-            self.push_timeout(deadline, msg_id);
             delivered += 1;
         }
         delivered
@@ -538,8 +489,7 @@ impl Channel {
     /// (nsqd's channel empty).
     pub fn empty(&mut self) {
         self.queue.clear();
-        self.in_flight.clear();
-        self.timeouts.clear();
+        self.in_flight.drain().for_each(drop);
         self.deferred.clear();
         self.deferred_msgs.clear();
         for c in &mut self.consumers {
@@ -680,9 +630,9 @@ mod tests {
             assert!(ch.finish(a, &got[0].1.id).is_ok());
         }
         assert!(
-            ch.timeouts.len() <= STALE_TIMEOUTS_SLACK + 2,
+            ch.in_flight.scheduled() <= crate::broker::in_flight::STALE_SLACK + 2,
             "{}",
-            ch.timeouts.len()
+            ch.in_flight.scheduled()
         );
         // TOUCH spam on one in-flight message.
         ch.put(msg(1), None, usize::MAX);
@@ -692,9 +642,9 @@ mod tests {
             assert!(ch.touch(a, &id, t, Duration::from_secs(900)).is_ok());
         }
         assert!(
-            ch.timeouts.len() <= STALE_TIMEOUTS_SLACK + 3,
+            ch.in_flight.scheduled() <= crate::broker::in_flight::STALE_SLACK + 3,
             "{}",
-            ch.timeouts.len()
+            ch.in_flight.scheduled()
         );
         // The live deadline survived the rebuilds: the message times out exactly once.
         assert!(!ch.process_timers(now + Duration::from_secs(60)));

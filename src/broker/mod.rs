@@ -2,6 +2,7 @@
 
 pub mod channel;
 pub mod guid;
+pub mod in_flight;
 pub mod latency;
 pub mod message;
 pub mod topic;

@@ -126,7 +126,7 @@ impl Shard {
                 ch.set_ready(consumer, *n);
                 Ok(())
             }
-            ChannelOp::Finish(id) => ch.finish(consumer, id).map(|_| ()),
+            ChannelOp::Finish(id) => ch.finish(consumer, id),
             ChannelOp::Requeue(id, ms) => ch.requeue(consumer, id, Duration::from_millis(*ms), now),
             ChannelOp::Touch(id) => ch.touch(consumer, id, now, self.settings.max_msg_timeout),
             ChannelOp::Leave => Ok(()),
