@@ -873,15 +873,19 @@ fn publish_and_receive(b: &Broker, consumer: &mut Client, topic: &str, prefix: &
     assert_eq!(got, sent, "{topic}");
 }
 
-/// PUBs one message at a time (up to `max`) until the broker refuses one; returns the
-/// acknowledged bodies and the refusal.
+/// PUBs one message at a time (up to `max`) until the broker refuses one, which must close
+/// the connection (a fatal error, as in nsqd); returns the acknowledged bodies and the
+/// refusal.
 fn publish_until_refused(b: &Broker, topic: &str, max: usize) -> (Vec<Vec<u8>>, Option<String>) {
     let mut c = b.client();
     let mut acked = Vec::new();
     for m in bodies("spill", max) {
         match try_publish(&mut c, topic, &m) {
             Ok(()) => acked.push(m),
-            Err(e) => return (acked, Some(e)),
+            Err(e) => {
+                c.expect_closed();
+                return (acked, Some(e));
+            }
         }
         // Time for the storage task to try the write the message may have queued.
         std::thread::sleep(Duration::from_millis(2));
