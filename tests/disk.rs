@@ -1,7 +1,8 @@
 //! Disk persistence as nsqd users see it: a clean restart keeps every queued message, topic and
 //! channel; the data directory is in nsqd's formats both ways (checked with a reader and
 //! fixtures written here from the format description, not with nsqd); overflow, rolling,
-//! corrupt segments and the data-path lock.
+//! corrupt segments and the data-path lock; disk faults while serving (full disk, read-only
+//! data directory, segments damaged under a live backlog).
 
 mod common;
 
