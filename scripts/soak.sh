@@ -11,8 +11,7 @@
 #   NSQD_SOAK_CHURN                   connections opened and closed         (50000; suite: 3000)
 #   NSQD_SOAK_RANDOM_CONNS            random-bytes connections              (5000; suite: 300)
 #   NSQD_SOAK_STUCK_MESSAGES          messages past a consumer that never reads (100000; suite: 8000)
-#   
-#   NSQD_SOAK_FANOUT_PER_PUBLISHER    fan-out messages per publisher, x4    (25000; suite: 500)
+#   NSQD_SOAK_FANOUT_PER_PUBLISHER    fan-out messages per publisher, x16   (6250; suite: 125)
 #   NSQD_SOAK_FANOUT_SECS             fan-out time bound                    (300; suite: 30)
 #   NSQD_SOAK_SIGTERM_LOAD_MS         publishing before SIGTERM + restart   (1000; suite: 1000)
 #
@@ -26,8 +25,7 @@ export NSQD_SOAK_IDLE_CONNS="${NSQD_SOAK_IDLE_CONNS:-10000}"
 export NSQD_SOAK_CHURN="${NSQD_SOAK_CHURN:-50000}"
 export NSQD_SOAK_RANDOM_CONNS="${NSQD_SOAK_RANDOM_CONNS:-5000}"
 export NSQD_SOAK_STUCK_MESSAGES="${NSQD_SOAK_STUCK_MESSAGES:-100000}"
-export 
-export NSQD_SOAK_FANOUT_PER_PUBLISHER="${NSQD_SOAK_FANOUT_PER_PUBLISHER:-25000}"
+export NSQD_SOAK_FANOUT_PER_PUBLISHER="${NSQD_SOAK_FANOUT_PER_PUBLISHER:-6250}"
 export NSQD_SOAK_FANOUT_SECS="${NSQD_SOAK_FANOUT_SECS:-300}"
 export NSQD_SOAK_SIGTERM_LOAD_MS="${NSQD_SOAK_SIGTERM_LOAD_MS:-1000}"
 FUZZ_SECS="${FUZZ_SECS:-300}"

@@ -1,7 +1,8 @@
 //! Disk persistence as nsqd users see it: a clean restart keeps every queued message, topic and
 //! channel; the data directory is in nsqd's formats both ways (checked with a reader and
 //! fixtures written here from the format description, not with nsqd); overflow, rolling,
-//! corrupt segments and the data-path lock.
+//! corrupt segments and the data-path lock; disk faults while serving (full disk, read-only
+//! data directory, segments damaged under a live backlog).
 
 mod common;
 
@@ -751,4 +752,349 @@ fn empty_and_delete_remove_disk_queues_and_update_nsqd_dat() {
     }));
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether this process runs as root (a private mount namespace and a tmpfs need it).
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Starts the broker in a private mount namespace (`unshare -m`) on a tmpfs mounted at
+/// `mount` and seeded with a copy of `seed`: the test can flip that file system read-only
+/// under the running broker ([`remount`]) without touching the host's mounts, and the mount
+/// goes away with the broker.
+fn broker_on_tmpfs(mount: &Path, seed: &Path, args: &[&str]) -> Broker {
+    let script =
+        r#"mount -t tmpfs -o size=64m tmpfs "$1" && cp -a "$2"/. "$1"/ && shift 2 && exec "$@""#;
+    let wrapper: Vec<String> = ["unshare", "-m", "sh", "-c", script, "sh"]
+        .into_iter()
+        .map(String::from)
+        .chain([mount.display().to_string(), seed.display().to_string()])
+        .collect();
+    let flag = data_flag(mount);
+    let mut all = vec![flag.as_str()];
+    all.extend_from_slice(args);
+    Broker::try_start_wrapped(&wrapper, &all)
+        .unwrap_or_else(|e| panic!("nsqd on a private tmpfs did not start: {e}"))
+}
+
+/// Remounts the broker's data file system `ro` or `rw` from inside its mount namespace.
+/// Linux refuses `ro` (EBUSY) while a file on it is open for writing: the broker holds none
+/// until it writes a disk queue, but nsqd.dat's temporary file may be open for a moment.
+fn remount(pid: u32, mount: &Path, mode: &str) {
+    let mut last = String::new();
+    for _ in 0..50 {
+        let out = std::process::Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "mount", "-o"])
+            .arg(format!("remount,{mode}"))
+            .arg(mount)
+            .output()
+            .expect("run nsenter");
+        if out.status.success() {
+            return;
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("remount,{mode} failed: {last}");
+}
+
+/// `GET /ping`: status and body.
+fn ping(b: &Broker) -> (u16, String) {
+    let addr = b.http.expect("HTTP listener");
+    match ureq::get(&format!("http://{addr}/ping"))
+        .timeout(Duration::from_secs(5))
+        .call()
+    {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("/ping: {e}"),
+    }
+}
+
+/// Writes a data directory as a stopped nsqd leaves it: `topic:channel` listed in nsqd.dat,
+/// its backlog of `all` in go-diskqueue segments of `per_segment` records.
+fn write_backlog(dir: &Path, topic: &str, channel: &str, all: &[Vec<u8>], per_segment: usize) {
+    std::fs::write(
+        dir.join("nsqd.dat"),
+        format!(
+            r#"{{"topics":[{{"name":"{topic}","paused":false,"channels":[{{"name":"{channel}","paused":false}}]}}],"version":"1.3.0"}}"#
+        ),
+    )
+    .unwrap();
+    let name = format!("{topic}:{channel}");
+    let mut end = (0, 0);
+    for (n, chunk) in all.chunks(per_segment).enumerate() {
+        let mut seg = Vec::new();
+        for (i, body) in chunk.iter().enumerate() {
+            let k = n * per_segment + i;
+            seg.extend(record(
+                1_700_000_000_000_000_000 + k as i64,
+                0,
+                &format!("{k:016x}"),
+                body,
+            ));
+        }
+        std::fs::write(dir.join(format!("{name}.diskqueue.{n:06}.dat")), &seg).unwrap();
+        end = (n, seg.len());
+    }
+    std::fs::write(
+        dir.join(format!("{name}.diskqueue.meta.dat")),
+        format!("{}\n0,0\n{},{}\n", all.len(), end.0, end.1),
+    )
+    .unwrap();
+}
+
+/// PUBs `body` on `c`; `Err` carries the error frame's text.
+fn try_publish(c: &mut Client, topic: &str, body: &[u8]) -> Result<(), String> {
+    c.with_body(&format!("PUB {topic}"), body);
+    match c.next() {
+        Frame::Response(r) if r == b"OK" => Ok(()),
+        Frame::Error(e) => Err(e),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Publishes `n` messages to `topic` and has `consumer` (subscribed, RDY ≥ `n`) receive and
+/// FIN exactly those.
+fn publish_and_receive(b: &Broker, consumer: &mut Client, topic: &str, prefix: &str, n: usize) {
+    let sent = bodies(prefix, n);
+    let mut p = b.client();
+    for m in &sent {
+        p.publish(topic, m);
+    }
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let m = consumer.expect_message();
+        consumer.line(&format!("FIN {}", m.id));
+        got.push(m.body);
+    }
+    got.sort();
+    assert_eq!(got, sent, "{topic}");
+}
+
+/// PUBs one message at a time (up to `max`) until the broker refuses one, which must close
+/// the connection (a fatal error, as in nsqd); returns the acknowledged bodies and the
+/// refusal.
+fn publish_until_refused(b: &Broker, topic: &str, max: usize) -> (Vec<Vec<u8>>, Option<String>) {
+    let mut c = b.client();
+    let mut acked = Vec::new();
+    for m in bodies("spill", max) {
+        match try_publish(&mut c, topic, &m) {
+            Ok(()) => acked.push(m),
+            Err(e) => {
+                c.expect_closed();
+                return (acked, Some(e));
+            }
+        }
+        // Time for the storage task to try the write the message may have queued.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (acked, None)
+}
+
+/// The data directory turns read-only under a serving broker (`mount -o remount,ro`, which
+/// Linux allows only while no file on it is open for writing: the broker opens a segment for
+/// writing only when a disk queue is written, so the flip comes while its disk backlog is
+/// being read, as after a restart). Reading that backlog goes on; publishes that fit in
+/// memory are accepted, as in nsqd; one that needs the disk gets nsqd's E_PUB_FAILED (and the
+/// connection is closed, as in nsqd) and /ping reports the error; once the file system is
+/// writable again, what was acknowledged is written and delivered, and health recovers.
+#[test]
+fn read_only_disk_while_serving_refuses_what_needs_the_disk_and_recovers() {
+    if !is_root() {
+        eprintln!("not root: cannot mount a private tmpfs to make read-only; skipped");
+        return;
+    }
+    let (seed, mount) = (temp_dir(), temp_dir());
+    let (backlog, spill, mem) = (unique("robacklog"), unique("rospill"), unique("romem"));
+    let stored = bodies("stored", 1000);
+    write_backlog(&seed, &backlog, "c", &stored, 100);
+    let b = broker_on_tmpfs(&mount, &seed, &["--cores=1", "--mem-queue-size=100"]);
+    // Created while writable; `idle` never gets a consumer, so past 100 messages it needs disk.
+    b.client().sub(&spill, "idle");
+    let mut mem_consumer = b.client();
+    mem_consumer.sub(&mem, "c");
+    mem_consumer.line("RDY 100");
+    remount(b.pid(), &mount, "ro");
+
+    let got = drain(&b, &backlog, "c", stored.len(), Duration::from_secs(30));
+    assert_eq!(
+        got.len(),
+        stored.len(),
+        "the disk backlog is read while read-only"
+    );
+    publish_and_receive(&b, &mut mem_consumer, &mem, "before", 50);
+    let (acked, refused) = publish_until_refused(&b, &spill, 500);
+    let refused = refused.expect("a publish needing the disk is refused");
+    assert!(refused.starts_with("E_PUB_FAILED PUB failed"), "{refused}");
+    assert!(refused.contains("Read-only file system"), "{refused}");
+    assert!(acked.len() >= 100, "the memory queue's share is accepted");
+    let (status, health) = ping(&b);
+    assert_eq!(status, 500, "{health}");
+    assert!(
+        health.starts_with("NOK - ") && health.contains("Read-only file system"),
+        "{health}"
+    );
+    publish_and_receive(&b, &mut mem_consumer, &mem, "during", 50);
+
+    remount(b.pid(), &mount, "rw");
+    let recovered_at = Instant::now();
+    let after = b"after-read-only".to_vec();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            try_publish(&mut b.client(), &spill, &after).is_ok()
+        }),
+        "publishes accepted again once writable"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || ping(&b) == (200, "OK".into())),
+        "{:?}",
+        ping(&b)
+    );
+    let healthy_after = recovered_at.elapsed();
+    let want: BTreeSet<Vec<u8>> = acked.iter().cloned().chain([after]).collect();
+    let got = drain_all_of(&b, &spill, "idle", &want, Duration::from_secs(30));
+    let missing = want.iter().filter(|w| !got.contains_key(*w)).count();
+    eprintln!(
+        "FIGURE read_only_disk: backlog read while read-only {}/{}; memory topic 100/100; spill topic acked {} then {refused:?}; /ping 500 {health:?}; healthy {healthy_after:?} after remount rw; acknowledged lost {missing}",
+        stored.len(),
+        stored.len(),
+        acked.len()
+    );
+    assert_eq!(missing, 0, "acknowledged messages lost");
+    drop(b);
+    let _ = std::fs::remove_dir_all(&seed);
+    let _ = std::fs::remove_dir_all(&mount);
+}
+
+/// Bodies of exactly 100 bytes, so that each record takes 130 bytes on disk.
+fn fixed_bodies(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut b = format!("{i:05}").into_bytes();
+            b.resize(100, b'x');
+            b
+        })
+        .collect()
+}
+
+/// The depth the broker reported as unreadable when its reader reached the writer.
+fn reported_unreadable(log: &str, queue: &str) -> Option<usize> {
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("DISKQUEUE({queue})")) && l.contains("resetting to 0"))?;
+    let after = line.split("with depth ").nth(1)?;
+    after.split(',').next()?.trim().parse().ok()
+}
+
+/// Segments of a live channel's disk backlog are damaged while the broker serves it (one
+/// overwritten with garbage from its 21st record, one truncated inside its 11th, one
+/// deleted), past what the broker has read ahead. As go-diskqueue does, the broker renames a
+/// damaged segment `.bad` (a missing one is just passed), skips the rest of it and keeps
+/// serving; when its reader reaches the writer it logs the depth it could not read, which
+/// must be exactly the number of messages lost.
+#[test]
+fn segments_damaged_while_serving_are_skipped_renamed_bad_and_counted() {
+    const RECORD: usize = 4 + 26 + 100;
+    const PER_SEGMENT: usize = 50;
+    let dir = temp_dir();
+    let flag = data_flag(&dir);
+    let max_bytes = format!("--max-bytes-per-file={}", RECORD * PER_SEGMENT);
+    let topic = unique("damaged");
+    let name = format!("{topic}:c");
+    let b = Broker::start(&[&flag, "--cores=2", "--mem-queue-size=0", &max_bytes]);
+    b.client().sub(&topic, "c");
+    let all = fixed_bodies(1500);
+    mpub_all(&mut b.client(), &topic, &all);
+    let seg = |n: usize| dir.join(format!("{name}.diskqueue.{n:06}.dat"));
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::metadata(seg(29)).is_ok_and(|m| m.len() as usize == RECORD * PER_SEGMENT)
+    }));
+    // Exactly the first 300 delivered (all in flight before any FIN, then RDY 0, so no
+    // more): the broker then holds up to 256 more read ahead (segments up to 11); segments
+    // 15, 22 and 26 are read only after the damage.
+    let mut c = b.client();
+    c.sub(&topic, "c");
+    c.line("RDY 300");
+    let first: Vec<_> = (0..300).map(|_| c.expect_message()).collect();
+    c.line("RDY 0");
+    let mut got = BTreeSet::new();
+    for m in first {
+        c.line(&format!("FIN {}", m.id));
+        got.insert(m.body);
+    }
+    c.line("NOP");
+    c.expect_silence(Duration::from_millis(200));
+    let garbage_at = 20 * RECORD;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(seg(15))
+            .unwrap();
+        f.seek(SeekFrom::Start(garbage_at as u64)).unwrap();
+        f.write_all(&[0xff; 64]).unwrap();
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg(22))
+        .unwrap();
+    f.set_len((10 * RECORD + 60) as u64).unwrap();
+    drop(f);
+    std::fs::remove_file(seg(26)).unwrap();
+    let lost_expected: BTreeSet<Vec<u8>> = (15 * PER_SEGMENT + 20..16 * PER_SEGMENT)
+        .chain(22 * PER_SEGMENT + 10..23 * PER_SEGMENT)
+        .chain(26 * PER_SEGMENT..27 * PER_SEGMENT)
+        .map(|i| all[i].clone())
+        .collect();
+    let want: BTreeSet<Vec<u8>> = all
+        .iter()
+        .filter(|m| !lost_expected.contains(*m) && !got.contains(*m))
+        .cloned()
+        .collect();
+    drop(c);
+    got.extend(drain_all_of(&b, &topic, "c", &want, Duration::from_secs(30)).into_keys());
+    let lost: BTreeSet<Vec<u8>> = all.iter().filter(|m| !got.contains(*m)).cloned().collect();
+    let index = |set: &BTreeSet<Vec<u8>>| -> Vec<String> {
+        set.iter()
+            .map(|m| String::from_utf8_lossy(&m[..5]).into_owned())
+            .collect()
+    };
+    let reported = wait_until(Duration::from_secs(5), || {
+        reported_unreadable(&b.log(), &name).is_some()
+    })
+    .then(|| reported_unreadable(&b.log(), &name))
+    .flatten();
+    eprintln!(
+        "FIGURE damaged_segments: published 1500, delivered {}, lost {} (expected {}: 30 after garbage, 40 after truncation, 50 in a deleted file), broker reported {reported:?} unreadable",
+        got.len(),
+        lost.len(),
+        lost_expected.len()
+    );
+    let log = b.log();
+    assert_eq!(
+        index(&lost),
+        index(&lost_expected),
+        "exactly the damaged records are lost"
+    );
+    assert!(
+        bad_path_exists(&seg(15)) && bad_path_exists(&seg(22)),
+        "{log}"
+    );
+    assert_eq!(reported, Some(lost.len()), "{log}");
+    // Still serving the same channel.
+    let mut p = b.client();
+    p.publish(&topic, b"still serving");
+    let got = drain(&b, &topic, "c", 1, Duration::from_secs(10));
+    assert!(got.contains_key(&b"still serving"[..]));
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn bad_path_exists(segment: &Path) -> bool {
+    let mut s = segment.as_os_str().to_owned();
+    s.push(".bad");
+    Path::new(&s).exists()
 }

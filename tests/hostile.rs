@@ -5,16 +5,15 @@
 //! Figures are printed as `FIGURE ...` lines (see them with `--nocapture`); RELIABILITY.md
 //! records them. The long versions (10,000 idle connections, bigger load) are in
 //! `scripts/soak.sh`, which sets the `NSQD_SOAK_*` variables read here. SIGTERM under load
-//! with a restart is here; disk faults (full disk, corrupt segment) and kill -9 with
-//! `--durable-ack` are in `tests/disk.rs`.
+//! with a restart is here; disk faults (full disk, read-only data directory, segments
+//! corrupt at start-up or damaged while serving) and kill -9 with `--durable-ack` are in
+//! `tests/disk.rs`.
 
 mod common;
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -707,68 +706,71 @@ fn identify_with_absurd_values() {
     assert_recovered(&b, base, "identify_absurd");
 }
 
-/// Publishes `per_publisher` messages from each of `publishers` threads (MPUB batches of 50)
-/// to one topic with `channels` channels, two consumers on each; every message must arrive on
-/// every channel exactly once.
-fn fan_out(channels: usize, publishers: usize, per_publisher: usize, within: Duration) {
+/// The load shape: one topic with `channels` channels, `publishers` publisher threads
+/// (MPUB batches of 50, `per_publisher` messages each) and `consumers` consumer threads;
+/// every message must be counted on every channel, exactly once.
+///
+/// NSQ allows one SUB per connection, so when there are fewer consumers than channels they
+/// cannot all be on every channel at once. Consumer `k` works through channels `k`,
+/// `k + consumers`, `k + 2 × consumers`, … one connection at a time: while the publishers run,
+/// the first `consumers` channels are consumed live and the others (created before the first
+/// publish by a SUB whose connection then closes) buffer every message, as a channel without
+/// consumers does; a consumer moves on to its next channel once it has counted every message
+/// on the current one. So at most `consumers` consumer connections are open at any time, and
+/// every channel is drained in the end. A duplicate would need a message timeout (none
+/// happens), so none is expected.
+fn fan_out(
+    channels: usize,
+    publishers: usize,
+    consumers: usize,
+    per_publisher: usize,
+    within: Duration,
+) {
     let b = Broker::with_cores(2, &["--mem-queue-size=1000000"]);
     let base = baseline(&b);
     let topic = unique("fanout");
     let total = publishers * per_publisher;
-    let consumed = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let mut consumers = Vec::new();
-    let mut sockets = Vec::new();
-    // Channels exist before the first publish, so every channel gets every message.
-    for ch in 0..channels {
-        for k in 0..2 {
-            let mut c = b.client();
-            c.sub(&topic, &format!("ch{ch}"));
-            sockets.push(c.stream.try_clone().unwrap());
-            let (done, consumed) = (done.clone(), consumed.clone());
-            consumers.push(thread::spawn(move || {
-                consume_counting(c.stream, 100 + k, &done, &consumed)
-            }));
-        }
+    let consumers = consumers.min(channels);
+    // Channels without a consumer yet exist before the first publish, so they get every message.
+    for ch in consumers..channels {
+        let mut c = b.client();
+        c.sub(&topic, &format!("ch{ch}"));
     }
+    let deadline = Instant::now() + within;
+    let workers: Vec<_> = (0..consumers)
+        .map(|k| {
+            let mut first = b.client();
+            first.sub(&topic, &format!("ch{k}"));
+            let (addr, topic) = (b.tcp, topic.clone());
+            thread::spawn(move || {
+                let mut counted = vec![(k, count_channel(first, total, deadline))];
+                for ch in (k + consumers..channels).step_by(consumers) {
+                    let mut c = Client::connect(addr);
+                    c.sub(&topic, &format!("ch{ch}"));
+                    counted.push((ch, count_channel(c, total, deadline)));
+                }
+                counted
+            })
+        })
+        .collect();
     let started = Instant::now();
     let pubs: Vec<_> = (0..publishers)
         .map(|p| {
-            let addr = b.tcp;
-            let topic = topic.clone();
-            thread::spawn(move || {
-                let mut c = Client::connect(addr);
-                let mut n = 0;
-                while n < per_publisher {
-                    let batch: Vec<Vec<u8>> = (n..(n + 50).min(per_publisher))
-                        .map(|i| format!("{p}-{i}").into_bytes())
-                        .collect();
-                    let refs: Vec<&[u8]> = batch.iter().map(|v| &v[..]).collect();
-                    c.mpub(&topic, &refs);
-                    n += batch.len();
-                }
-            })
+            let (addr, topic) = (b.tcp, topic.clone());
+            thread::spawn(move || publish_batches(addr, &topic, p, per_publisher))
         })
         .collect();
     for p in pubs {
         p.join().unwrap();
     }
     let published = started.elapsed();
-    let deadline = started + within;
-    while consumed.load(Ordering::Relaxed) < total * channels && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    let elapsed = started.elapsed();
-    done.store(true, Ordering::Relaxed);
-    for s in &sockets {
-        let _ = s.shutdown(Shutdown::Both);
-    }
     let mut per_channel: Vec<HashMap<Vec<u8>, u32>> = vec![HashMap::new(); channels];
-    for (i, h) in consumers.into_iter().enumerate() {
-        for (body, n) in h.join().unwrap() {
-            *per_channel[i / 2].entry(body).or_default() += n;
+    for w in workers {
+        for (ch, counts) in w.join().unwrap() {
+            per_channel[ch] = counts;
         }
     }
+    let elapsed = started.elapsed();
     let lost: usize = per_channel.iter().map(|c| total - c.len()).sum();
     let duplicated: usize = per_channel
         .iter()
@@ -781,8 +783,7 @@ fn fan_out(channels: usize, publishers: usize, per_publisher: usize, within: Dur
         .map(|&n| n as usize)
         .sum();
     eprintln!(
-        "FIGURE fan_out: {channels} channels x {total} messages from {publishers} publishers, {} consumers; sent {total}, acked {total}, published in {published:?}; delivered {delivered} in {elapsed:?} ({:.0}/s); lost {lost}, duplicated {duplicated}",
-        channels * 2,
+        "FIGURE fan_out: {channels} channels x {total} messages from {publishers} publishers, {consumers} consumers (one channel at a time each); sent {total}, acked {total}, published in {published:?}; delivered {delivered} in {elapsed:?} ({:.0}/s); lost {lost}, duplicated {duplicated}",
         delivered as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(lost, 0, "messages lost on some channel");
@@ -790,30 +791,47 @@ fn fan_out(channels: usize, publishers: usize, per_publisher: usize, within: Dur
         duplicated, 0,
         "no timeout happened, so no duplicate is expected"
     );
-    // The allocator keeps what the peak backlog used: up to one queued message (about 64
-    // bytes of header) per message per channel, beyond the usual slack.
-    let backlog_kib = (total * channels * 64 / 1024) as u64;
+    // The allocator keeps what the peak backlog used: up to one queued message per message
+    // per channel (about 64 bytes of header; the body is shared), in a queue whose capacity
+    // may have doubled, so 128 bytes each beyond the usual slack. Most channels hold their
+    // whole backlog at once here (those waiting for a consumer), about 660 MiB at the soak's
+    // 100 × 100,000.
+    let backlog_kib = (total * channels * 128 / 1024) as u64;
     assert_recovered_within(&b, base, backlog_kib, "fan_out");
 }
 
-/// Reads messages through a buffered reader, FINs them (flushed whenever the input runs
-/// dry), and counts bodies until the socket is shut down after `done` is set.
-fn consume_counting(
-    stream: TcpStream,
-    rdy: usize,
-    done: &AtomicBool,
-    consumed: &AtomicUsize,
-) -> HashMap<Vec<u8>, u32> {
+/// Publisher `p` of [`fan_out`]: `n` messages `"<p>-<i>"` in MPUB batches of 50.
+fn publish_batches(addr: std::net::SocketAddr, topic: &str, p: usize, n: usize) {
+    let mut c = Client::connect(addr);
+    let mut sent = 0;
+    while sent < n {
+        let batch: Vec<Vec<u8>> = (sent..(sent + 50).min(n))
+            .map(|i| format!("{p}-{i}").into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = batch.iter().map(|v| &v[..]).collect();
+        c.mpub(topic, &refs);
+        sent += batch.len();
+    }
+}
+
+/// Consumes one channel with RDY 100 until `want` distinct bodies have arrived (or the
+/// connection fails, or `deadline` passes), FINing each (flushed whenever the input runs dry)
+/// and answering heartbeats; returns how often each body arrived. The connection closes
+/// when it returns, with nothing left in flight.
+fn count_channel(c: Client, want: usize, deadline: Instant) -> HashMap<Vec<u8>, u32> {
+    let stream = c.stream;
+    let left = deadline.saturating_duration_since(Instant::now());
+    // A read timing out mid-frame would lose the frame's start: the only timeout is the
+    // deadline, after which the counts are final.
     stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
+        .set_read_timeout(Some(left.max(Duration::from_millis(1))))
         .unwrap();
     let mut w = BufWriter::new(stream.try_clone().unwrap());
     let mut r = BufReader::with_capacity(64 * 1024, stream);
     let mut counts: HashMap<Vec<u8>, u32> = HashMap::new();
     let mut head = [0u8; 8];
-    let _ = writeln!(w, "RDY {rdy}");
-    let _ = w.flush();
-    loop {
+    let _ = writeln!(w, "RDY 100");
+    while counts.len() < want && Instant::now() < deadline {
         if r.buffer().is_empty() {
             let _ = w.flush();
         }
@@ -822,27 +840,27 @@ fn consume_counting(
             let mut data = vec![0u8; size - 4];
             r.read_exact(&mut data).map(|()| data)
         });
-        let data = match frame {
-            Ok(d) => d,
-            Err(_) if done.load(Ordering::Relaxed) => return counts,
-            Err(e) => panic!("consumer read: {e}"),
-        };
+        let Ok(data) = frame else { break };
         if head[4..] == 2u32.to_be_bytes() {
             *counts.entry(data[26..].to_vec()).or_default() += 1;
-            consumed.fetch_add(1, Ordering::Relaxed);
             let _ = w.write_all(b"FIN ");
             let _ = w.write_all(&data[10..26]);
             let _ = w.write_all(b"\n");
+        } else if data == b"_heartbeat_" {
+            let _ = w.write_all(b"NOP\n");
         }
     }
+    let _ = w.flush();
+    counts
 }
 
 #[test]
 fn fan_out_to_100_channels_counts_every_message() {
     fan_out(
         100,
-        4,
-        scaled("NSQD_SOAK_FANOUT_PER_PUBLISHER", 500),
+        16,
+        64,
+        scaled("NSQD_SOAK_FANOUT_PER_PUBLISHER", 125),
         Duration::from_secs(scaled("NSQD_SOAK_FANOUT_SECS", 30) as u64),
     );
 }

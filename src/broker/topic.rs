@@ -123,6 +123,25 @@ impl Topic {
         }
     }
 
+    /// Whether accepting `n` messages now would write any of them to a disk queue (this
+    /// topic's or a channel's). While the disk is failing only such publishes are refused:
+    /// what fits in memory is accepted, as in nsqd, whose topic and channel `put` touch the
+    /// disk queue only once the memory queue is full. Deferred messages, which stay in
+    /// memory, are counted as if they did not, so the answer errs towards refusing.
+    fn needs_disk(&self, n: usize, mem_queue_size: usize) -> bool {
+        if self.disk.as_ref().is_some_and(DiskBacklog::durable) {
+            return true;
+        }
+        if !self.fans_out() {
+            return self.disk.is_some() && self.backlog.len() + n > mem_queue_size;
+        }
+        // Non-ephemeral channels of a topic with a disk queue have one too.
+        self.channels.values().any(|c| {
+            let in_memory = c.depth() - c.backend_depth() as usize;
+            !c.ephemeral && in_memory + n > mem_queue_size
+        })
+    }
+
     /// Accepts a batch of bodies (all or none), assigning IDs and fanning out to every channel.
     pub fn publish(
         &mut self,
@@ -131,7 +150,9 @@ impl Topic {
         now_ns: i64,
         mem_queue_size: usize,
     ) -> Result<(), PublishError> {
-        if let Some(e) = self.disk.as_ref().and_then(DiskBacklog::health_error) {
+        if let Some(e) = self.disk.as_ref().and_then(DiskBacklog::health_error)
+            && self.needs_disk(bodies.len(), mem_queue_size)
+        {
             return Err(PublishError::Disk(e));
         }
         if !self.has_room(bodies.len(), mem_queue_size) {

@@ -101,12 +101,11 @@ impl ShardDisk {
         let (failed, mut failure) = stage_and_write(&mut live, "").await;
         for (name, io) in &mut live {
             let apply_consumed = !feeds_failed_queue(name, &failed);
-            match io.advance(force_sync, apply_consumed).await {
-                Ok(r) => read_any |= r,
-                Err(e) => {
-                    tracing::error!("DISKQUEUE({name}): {e}");
-                    failure = Some(e);
-                }
+            let (read, synced) = io.advance(force_sync, apply_consumed).await;
+            read_any |= read;
+            if let Err(e) = synced {
+                tracing::error!("DISKQUEUE({name}): {e}");
+                failure = Some(e);
             }
         }
         self.io.borrow_mut().extend(live);

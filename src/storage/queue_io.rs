@@ -57,7 +57,8 @@ pub struct QueueIo {
     staged: Option<Position>,
     /// Records taken up to `staged` and not yet counted for `--sync-every`.
     staged_taken: u64,
-    /// A segment was rolled or skipped since the last sync (the meta file must follow).
+    /// A segment was rolled or skipped, or a sync failed, since the last sync: the meta file
+    /// must follow at the next round.
     rolled: bool,
 }
 
@@ -235,7 +236,8 @@ impl QueueIo {
     pub async fn step(&mut self, force_sync: bool) -> IoResult<bool> {
         self.stage();
         self.write().await?;
-        self.advance(force_sync, true).await
+        let (read, synced) = self.advance(force_sync, true).await;
+        synced.map(|()| read)
     }
 
     /// Round phase 1 (no IO, so no other task runs in between for the queues of one shard):
@@ -269,20 +271,27 @@ impl QueueIo {
     /// position (if `apply_consumed`; a round whose writes failed keeps it for later, so a
     /// topic never records as consumed what its channels could not store), reads ahead, and
     /// syncs when `--sync-every` is reached, a segment rolled, or `force_sync`.
-    /// Returns whether records were read.
-    pub async fn advance(&mut self, force_sync: bool, apply_consumed: bool) -> IoResult<bool> {
+    /// Returns whether records were read, and the sync's failure. Records read before a
+    /// failed sync are still the broker's to deliver: a read-only or full disk that cannot
+    /// take the meta file must not stall consumers of the backlog already on it. A failed
+    /// sync is retried at every round until it succeeds, so the storage stays unhealthy
+    /// (rather than healthy again at the next round that had no reason to sync) until then.
+    pub async fn advance(
+        &mut self,
+        force_sync: bool,
+        apply_consumed: bool,
+    ) -> (bool, IoResult<()>) {
         if apply_consumed {
             self.apply_consumed().await;
         }
         let mut rolled = std::mem::take(&mut self.rolled);
         let read_any = self.refill(&mut rolled).await;
-        if (rolled || (self.dirty && (force_sync || self.since_sync >= self.cfg.sync_every)))
-            && let Err(e) = self.sync().await
-        {
-            self.rolled = rolled;
-            return Err(e);
+        if rolled || (self.dirty && (force_sync || self.since_sync >= self.cfg.sync_every)) {
+            let synced = self.sync().await;
+            self.rolled = synced.is_err();
+            return (read_any, synced);
         }
-        Ok(read_any)
+        (read_any, Ok(()))
     }
 
     async fn apply_consumed(&mut self) {

@@ -52,6 +52,14 @@ impl Broker {
 
     /// Starts `nsqd`; `Err` carries its log if it exited or never listened.
     pub fn try_start(args: &[&str]) -> Result<Broker, String> {
+        Self::try_start_wrapped(&[], args)
+    }
+
+    /// Like [`Broker::try_start`], with `nsqd` run by `wrapper` (a program and its arguments,
+    /// the last of which is followed by the broker's path and arguments; see
+    /// `tests/disk.rs`, which runs it in a private mount namespace). The wrapper must end by
+    /// exec'ing the broker, so that [`Broker::pid`] is the broker's.
+    pub fn try_start_wrapped(wrapper: &[String], args: &[&str]) -> Result<Broker, String> {
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         if !has_flag(args, "tcp-address") {
             all.push("--tcp-address=127.0.0.1:0".into());
@@ -64,7 +72,15 @@ impl Broker {
         if let Some(dir) = &temp_data {
             all.push(format!("--data-path={}", dir.display()));
         }
-        let mut child = Command::new(nsqd_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(nsqd_bin());
+                c
+            }
+            None => Command::new(nsqd_bin()),
+        };
+        let mut child = command
             .args(&all)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
