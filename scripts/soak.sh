@@ -15,8 +15,8 @@
 #   NSQD_SOAK_FANOUT_SECS             fan-out time bound                    (300; suite: 30)
 #   NSQD_SOAK_SIGTERM_LOAD_MS         publishing before SIGTERM + restart   (1000; suite: 1000)
 #
-# Each connection costs the broker 2 fds (the socket and the writer's dup) and this process 1;
-# 10,000 idle connections fit the 20,000 open-file limit of this machine. Figures are printed as
+# Each connection costs the broker 1 fd (the socket, shared by its reader and writer tasks) and
+# this process 1; 10,000 idle connections fit the 20,000 open-file limit of this machine. Figures are printed as
 # "FIGURE ..." lines and kept in target/soak.log.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -126,7 +126,9 @@ impl ConnectionAuth {
             secret: self.secret.clone(),
             common_name: peer.common_name.clone(),
         };
-        match settings.query_any(&params).await {
+        // Boxed: the HTTP exchange's future is ~9 KiB, and inline it would be part of every
+        // connection's task (idle ones included), not only of those that query.
+        match Box::pin(settings.query_any(&params)).await {
             Ok(state) => {
                 self.state = Some(state);
                 Ok(())
