@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -89,10 +89,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
         raw: BytesMut::new(),
         auth: ConnectionAuth::default(),
         read_hint: INITIAL_READ_BUFFER,
+        read_at: Instant::now(),
     };
     conn.read_loop(&mut stream, &mut buf).await;
     if let Some(owner) = conn.subscription.as_ref().map(|s| s.owner) {
-        shard.channel_op(owner, conn_id, ChannelOp::Leave);
+        shard.channel_op(owner, conn_id, ChannelOp::Leave, Instant::now());
     }
     client.close();
     shard.remove_client(conn_id);
@@ -341,6 +342,9 @@ struct Connection {
     auth: ConnectionAuth,
     /// How many bytes the next socket read asks for (see [`read_some`]).
     read_hint: usize,
+    /// When the bytes being decoded arrived: the time of channel actions (in-flight deadlines,
+    /// REQ delays) taken from the buffer, read once per socket read instead of per command.
+    read_at: Instant,
 }
 
 /// Whether to keep reading after a command.
@@ -421,7 +425,7 @@ impl Connection {
             }
             match self.fill(stream, buf).await {
                 Ok(0) => eof = true,
-                Ok(_) => {}
+                Ok(_) => self.read_at = Instant::now(),
                 Err(e) => {
                     tracing::info!("client({}) read failed: {e}", self.client.remote);
                     return;
@@ -575,7 +579,8 @@ impl Connection {
                 self.unsettled_ops |= may_fail;
                 self.remote_ops += 1;
             }
-            self.shard.channel_op(sub.owner, self.client.id, op);
+            self.shard
+                .channel_op(sub.owner, self.client.id, op, self.read_at);
         }
         Flow::Continue
     }

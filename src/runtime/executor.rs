@@ -124,8 +124,10 @@ pub async fn run_shard(plan: ShardPlan) {
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 while let Some(batch) = receiver.recv().await {
+                    // One clock read per batch: the batch is handled without yielding.
+                    let now = std::time::Instant::now();
                     for msg in batch {
-                        shard.handle_mesh(peer, msg);
+                        shard.handle_mesh(peer, msg, now);
                     }
                 }
             })

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -205,8 +206,9 @@ impl Shard {
         reply.await
     }
 
-    /// RDY/FIN/REQ/TOUCH/leave of a subscribed connection; failures come back as error frames.
-    pub fn channel_op(&self, topic_owner: usize, conn: u64, op: ChannelOp) {
+    /// RDY/FIN/REQ/TOUCH/leave of a subscribed connection, received at `now`; failures come
+    /// back as error frames. (An action sent to another core takes that core's time.)
+    pub fn channel_op(&self, topic_owner: usize, conn: u64, op: ChannelOp, now: Instant) {
         if topic_owner == self.id {
             self.apply_channel_op(
                 ConsumerId {
@@ -214,6 +216,7 @@ impl Shard {
                     conn,
                 },
                 op,
+                now,
             );
         } else {
             self.outboxes
@@ -260,8 +263,8 @@ impl Shard {
         self.rng.borrow_mut().gen_range(0..100) <= rate
     }
 
-    /// Handles one message that arrived from core `from`.
-    pub fn handle_mesh(&self, from: usize, msg: MeshMsg) {
+    /// Handles one message that arrived from core `from` in a batch received at `now`.
+    pub fn handle_mesh(&self, from: usize, msg: MeshMsg, now: Instant) {
         let c = &self.outboxes.counters;
         c.messages_in.set(c.messages_in.get() + 1);
         match msg {
@@ -285,7 +288,7 @@ impl Shard {
                     .push(reply.shard, MeshMsg::SubscribeReply { token, result });
             }
             MeshMsg::Channel { conn, op } => {
-                self.apply_channel_op(ConsumerId { shard: from, conn }, op)
+                self.apply_channel_op(ConsumerId { shard: from, conn }, op, now)
             }
             MeshMsg::Deliver { conn, msg } => {
                 if let Some(c) = self.clients.borrow().get(&conn) {

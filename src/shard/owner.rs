@@ -100,13 +100,13 @@ impl Shard {
         Ok(())
     }
 
-    /// Applies a consumer's RDY/FIN/REQ/TOUCH/leave to its channel.
-    pub(super) fn apply_channel_op(&self, consumer: ConsumerId, op: ChannelOp) {
+    /// Applies a consumer's RDY/FIN/REQ/TOUCH/leave to its channel; `now` is when the action
+    /// arrived (its caller reads the clock once per socket read or mesh batch, not per FIN).
+    pub(super) fn apply_channel_op(&self, consumer: ConsumerId, op: ChannelOp, now: Instant) {
         if op == ChannelOp::Leave {
             self.leave_channel(consumer);
             return;
         }
-        let now = Instant::now();
         // Borrowed, not cloned: this runs for every FIN and RDY.
         let subs = self.subscriptions.borrow();
         let mut topics = self.topics.borrow_mut();
