@@ -76,7 +76,8 @@ fn fan_out(c: &mut Criterion) {
                 || topic_with(channels, consumers),
                 |t| {
                     let now = Instant::now();
-                    t.publish(bodies, None, NOW_NS, MEM_QUEUE).expect("room");
+                    t.publish(bodies.clone(), None, NOW_NS, MEM_QUEUE)
+                        .expect("room");
                     let mut sent = 0usize;
                     for ch in t.channels.values_mut() {
                         sent += ch.pump(now, &mut |_| true, &mut |id, m| {

@@ -145,7 +145,7 @@ impl Topic {
     /// Accepts a batch of bodies (all or none), assigning IDs and fanning out to every channel.
     pub fn publish(
         &mut self,
-        bodies: &[Bytes],
+        bodies: Vec<Bytes>,
         defer_until: Option<Instant>,
         now_ns: i64,
         mem_queue_size: usize,
@@ -159,9 +159,9 @@ impl Topic {
             return Err(PublishError::QueueFull { mem_queue_size });
         }
         for body in bodies {
-            let msg = Message::new(self.guid.next_id(now_ns), now_ns, body.clone());
             self.message_count += 1;
             self.message_bytes += body.len() as u64;
+            let msg = Message::new(self.guid.next_id(now_ns), now_ns, body);
             if self.fans_out() {
                 self.fan_out(msg, defer_until, mem_queue_size);
             } else if self.backlog.len() < mem_queue_size
@@ -255,13 +255,13 @@ mod tests {
     #[test]
     fn backlog_goes_to_first_channel_only() {
         let mut t = Topic::new("t", 1);
-        t.publish(&bodies(3), None, 1 << 40, 100).unwrap();
+        t.publish(bodies(3), None, 1 << 40, 100).unwrap();
         assert_eq!(t.depth(), 3);
         t.channel_mut("a", 100);
         t.channel_mut("b", 100);
         assert_eq!(t.channels["a"].depth(), 3);
         assert_eq!(t.channels["b"].depth(), 0);
-        t.publish(&bodies(2), None, 1 << 40, 100).unwrap();
+        t.publish(bodies(2), None, 1 << 40, 100).unwrap();
         assert_eq!(t.channels["a"].depth(), 5);
         assert_eq!(t.channels["b"].depth(), 2);
         assert_eq!(t.message_count, 5);
@@ -271,9 +271,9 @@ mod tests {
     fn full_queue_refuses_whole_batch() {
         let mut t = Topic::new("t", 1);
         t.channel_mut("a", 3);
-        t.publish(&bodies(2), None, 1 << 40, 3).unwrap();
+        t.publish(bodies(2), None, 1 << 40, 3).unwrap();
         assert_eq!(
-            t.publish(&bodies(2), None, 1 << 40, 3),
+            t.publish(bodies(2), None, 1 << 40, 3),
             Err(PublishError::QueueFull { mem_queue_size: 3 })
         );
         assert_eq!(t.channels["a"].depth(), 2);
@@ -284,7 +284,7 @@ mod tests {
         let mut t = Topic::new("t", 1);
         t.channel_mut("a", 10);
         t.paused = true;
-        t.publish(&bodies(2), None, 1 << 40, 10).unwrap();
+        t.publish(bodies(2), None, 1 << 40, 10).unwrap();
         assert_eq!(t.channels["a"].depth(), 0);
         t.paused = false;
         t.drain_backlog(10);

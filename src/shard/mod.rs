@@ -130,7 +130,7 @@ impl Shard {
     /// refused. Consecutive publishes of a pipelining client cross cores as one batch.
     pub async fn publish(&self, owner: usize, batch: Vec<PublishCmd>) -> PublishOutcome {
         if owner == self.id {
-            let outcome = self.apply_publishes(&batch);
+            let outcome = self.apply_publishes(batch);
             return self.durable_outcome(outcome).await;
         }
         let (token, reply) = self.pending_publishes.register();
@@ -269,7 +269,7 @@ impl Shard {
         c.messages_in.set(c.messages_in.get() + 1);
         match msg {
             MeshMsg::Publish { batch, reply } => {
-                let outcome = self.apply_publishes(&batch);
+                let outcome = self.apply_publishes(batch);
                 let token = reply.token;
                 let outboxes = self.outboxes.clone();
                 self.reply_when_durable(outcome, move |outcome| {

@@ -37,9 +37,11 @@ impl Shard {
 
     /// Applies publishes in order, stopping at the first refusal (as nsqd, which closes the
     /// connection at the first failed publish and so never runs the later ones).
-    pub(super) fn apply_publishes(&self, batch: &[PublishCmd]) -> PublishOutcome {
-        for (i, cmd) in batch.iter().enumerate() {
-            if let Err(e) = self.apply_publish(&cmd.topic, &cmd.bodies, cmd.defer_ms) {
+    /// The bodies move into the messages: no reference count is taken per message.
+    pub(super) fn apply_publishes(&self, batch: Vec<PublishCmd>) -> PublishOutcome {
+        let n = batch.len();
+        for (i, cmd) in batch.into_iter().enumerate() {
+            if let Err(e) = self.apply_publish(&cmd.topic, cmd.bodies, cmd.defer_ms) {
                 return PublishOutcome {
                     accepted: i,
                     error: Some(e),
@@ -47,23 +49,21 @@ impl Shard {
             }
         }
         PublishOutcome {
-            accepted: batch.len(),
+            accepted: n,
             error: None,
         }
     }
 
     /// Accepts a publish on an owned topic and delivers what consumers are ready for.
-    fn apply_publish(&self, topic: &str, bodies: &[Bytes], defer_ms: u64) -> RemoteResult {
+    fn apply_publish(&self, topic: &str, bodies: Vec<Bytes>, defer_ms: u64) -> RemoteResult {
         let now = Instant::now();
         let defer_until = (defer_ms > 0).then(|| now + Duration::from_millis(defer_ms));
         let mut topics = self.topics.borrow_mut();
         let t = self.create_topic(&mut topics, topic);
         let mqs = self.settings.mem_queue_size;
+        let count = bodies.len();
         if let Err(e) = t.publish(bodies, defer_until, super::client::unix_nanos(), mqs) {
-            tracing::error!(
-                "TOPIC({topic}): publish of {} message(s) refused: {e}",
-                bodies.len()
-            );
+            tracing::error!("TOPIC({topic}): publish of {count} message(s) refused: {e}");
             return Err(e.to_string());
         }
         for ch in t.channels.values_mut() {
