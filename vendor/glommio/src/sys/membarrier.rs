@@ -27,13 +27,11 @@ enum Strategy {
 lazy_static! {
     /// The right strategy to use on the current machine.
     static ref STRATEGY: Strategy = {
-        if syscall::is_supported() {
-            Strategy::Membarrier
-        } else if mprotect::is_supported() {
-            Strategy::Mprotect
-        } else {
-            Strategy::Fallback
-        }
+        // nsqd-uring patch: SeqCst fences on both sides (the sleeper before its last look at
+        // its channels, every notifier before it reads `should_notify`) instead of a
+        // process-wide membarrier: an executor parks whenever it runs out of work, and each
+        // membarrier interrupts every other core running an executor (in a VM, an exit).
+        Strategy::Fallback
     };
 }
 

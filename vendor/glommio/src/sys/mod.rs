@@ -306,6 +306,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // nsqd-uring patch: pairs with the sleeper's `membarrier::heavy()` (a SeqCst fence
+        // under the Fallback strategy): whatever this notifier published before is seen by
+        // the sleeper's last look, or the sleeper's `should_notify` is seen here.
+        membarrier::light();
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
