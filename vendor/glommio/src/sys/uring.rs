@@ -1239,6 +1239,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// nsqd-uring patch: whether the armed latency timer is the preemption timer (kept across
+    /// loop turns while it has not fired) rather than a sleeping executor's user timer.
+    latency_timer_is_preempt: Cell<bool>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1370,6 +1373,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_timer_is_preempt: Cell::new(false),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1837,16 +1841,48 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // nsqd-uring patch: upstream cancels and re-submits the preemption timer on every turn
+        // of the executor loop (two `io_uring_enter` on the latency ring per turn). While there
+        // is work to run (so this turn will not sleep) and the armed preemption timer has not
+        // fired, it is kept: preemption then comes at most one timer period after it was
+        // armed, never later. Before a possible sleep it is cancelled as upstream does.
+        let reusable_preempt_timer = match self.latency_preemption_timeout_src.take() {
+            Some(timer)
+                if self.latency_timer_is_preempt.get()
+                    && timer.result().is_none()
+                    && preempt_timer().is_some() =>
+            {
+                Some(timer)
+            }
+            other => {
+                drop(other);
+                None
+            }
+        };
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        //
+        // nsqd-uring patch: upstream cancels and re-submits this timer (three SQEs: the
+        // cancel, the timeout and its linked eventfd write) on every call, that is on every
+        // turn of the executor loop, which costs an `io_uring_enter` per turn. An armed timer
+        // that has not fired yet is kept instead: it still fires after `ring_depth`
+        // completions, counted from when it was armed rather than from this turn.
+        match self.throughput_preemption_timeout_src.take() {
+            Some(timer) if timer.result().is_none() => {
+                self.throughput_preemption_timeout_src.set(Some(timer));
+            }
+            old => {
+                drop(old);
+                self.throughput_preemption_timeout_src.replace(Some(
+                    main_ring.prepare_throughput_preemption_timer(
+                        self.ring_depth() as u32,
+                        self.eventfd_src.raw(),
+                    ),
+                ));
+            }
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1870,6 +1906,7 @@ impl Reactor {
             if let Some(dur) = user_timer {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                self.latency_timer_is_preempt.set(false);
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1897,9 +1934,15 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            match reusable_preempt_timer {
+                Some(timer) => self.latency_preemption_timeout_src.set(Some(timer)),
+                None => {
+                    self.latency_preemption_timeout_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                    flush_rings!(lat_ring, main_ring)?;
+                }
+            }
+            self.latency_timer_is_preempt.set(true);
         }
 
         // A Note about `need_preempt`:
