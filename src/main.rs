@@ -154,6 +154,7 @@ fn settings_from(o: &Options) -> Settings {
     lim.topology_region = o.topology_region.clone();
     lim.topology_zone = o.topology_zone.clone();
     s.spin_before_park = o.spin_before_park;
+    s.connection_affinity = o.connection_affinity;
     s.topology_aware_consumption = o
         .enable_experiment
         .iter()

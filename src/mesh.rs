@@ -157,6 +157,9 @@ pub enum MeshMsg {
     /// To a consumer's shard: close connection `conn` without an error frame (its channel or
     /// topic was deleted).
     CloseClient { conn: u64 },
+    /// To a topic's owner: carry on serving this connection, whose first publish or
+    /// subscription is for that core's topic (connection affinity).
+    Adopt(Box<crate::protocol::handoff::MovingConnection>),
 }
 
 /// What one mesh hop carries.

@@ -35,6 +35,9 @@ pub struct Settings {
     /// `--spin-before-park` (ours): how long an idle core busy-polls before sleeping in the
     /// kernel; trades a core's idle CPU for wake-up latency on busy or shared machines.
     pub spin_before_park: Duration,
+    /// `--connection-affinity` (ours): a plain connection whose first publish or subscription
+    /// is for a topic of another core moves to that core (no mesh hop per command after).
+    pub connection_affinity: bool,
     /// Disk queues and nsqd.dat; `None` keeps everything in memory (unit tests, benches).
     pub disk: Option<DiskSettings>,
     /// Negotiable connection features (TLS, compression) and the TLS policy.
@@ -121,6 +124,7 @@ impl Default for Settings {
             queue_scan_interval: Duration::from_millis(100),
             topology_aware_consumption: false,
             spin_before_park: Duration::ZERO,
+            connection_affinity: true,
             disk: None,
             features: FeatureSettings {
                 tls: None,

@@ -603,10 +603,11 @@ fn publisher_that_never_reads_its_replies_is_paused() {
 /// FIN/REQ/TOUCH/RDY for a topic owned by another core go out over the mesh without waiting,
 /// so a client that floods them (and never reads its E_FIN_FAILED frames) is never paused:
 /// with 2,000,000 failing FINs the broker reached 270 MB RSS. Four subscribers, two per owner
-/// core, make a cross-core pair near certain (each connection's core is the kernel's choice).
+/// core, make a cross-core pair near certain (each connection's core is the kernel's choice;
+/// connection affinity is off so the subscribers stay where they landed).
 #[test]
 fn channel_op_flood_from_another_core_is_bounded() {
-    let b = start();
+    let b = Broker::with_cores(2, &["--connection-affinity=false"]);
     let base = baseline(&b);
     let mut topics = Vec::new();
     while topics.len() < 4 {

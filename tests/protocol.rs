@@ -547,7 +547,9 @@ fn mem_queue_overflow_goes_to_disk_not_refused() {
 
 #[test]
 fn two_cores_route_across_the_mesh() {
-    let b = Broker::with_cores(2, &["--log-level=debug"]);
+    // Without connection affinity every connection stays on the core it landed on, so
+    // subscriptions and channel actions cross the mesh as well as publishes.
+    let b = Broker::with_cores(2, &["--log-level=debug", "--connection-affinity=false"]);
     // Four topics owned by each core; each connection lands on one core, so every producer
     // publishes to topics of the other core too.
     let mut topics: Vec<String> = Vec::new();
@@ -597,6 +599,111 @@ fn two_cores_route_across_the_mesh() {
         log.contains("cross-shard subscribe"),
         "no subscription crossed cores:\n{log}"
     );
+}
+
+/// Connection affinity (`--cores 2`, on by default): a plain connection whose first publish or
+/// subscription is for the other core's topic moves there. Twelve producers and eight
+/// consumers over topics of both cores make a move near certain (each lands on a core by the
+/// kernel's hash); whatever moved, every message arrives once per channel, a producer's
+/// pipelined commands after the moving one (including a publish for the other core's topic,
+/// which crosses the mesh instead of moving it again) are answered in order, and IDENTIFY
+/// settings made before the move still apply after it.
+#[test]
+fn connections_move_to_their_topics_core() {
+    let b = Broker::with_cores(2, &["--log-level=debug"]);
+    let mut topics: Vec<String> = Vec::new();
+    for owner in [0, 1] {
+        loop {
+            let t = unique("affinity");
+            if nsqd_uring::mesh::owner_of(&t, 2) == owner {
+                topics.push(t);
+                break;
+            }
+        }
+    }
+    let mut consumers: Vec<Client> = Vec::new();
+    for t in &topics {
+        for _ in 0..4 {
+            let mut c = b.client();
+            c.sub(t, "c");
+            c.line("RDY 100");
+            consumers.push(c);
+        }
+    }
+    for i in 0..12 {
+        let t = &topics[i % 2];
+        let other = &topics[(i + 1) % 2];
+        let mut p = b.client();
+        // The first PUB, an MPUB and a PUB to the other core's topic in one write: the move
+        // carries the unread bytes along, and the answers come back in order.
+        let mut burst = Vec::new();
+        for (cmd, body) in [
+            (format!("PUB {t}\n"), b"one".to_vec()),
+            (format!("MPUB {t}\n"), mpub_body(&[b"two", b"three"])),
+            (format!("PUB {other}\n"), b"elsewhere".to_vec()),
+        ] {
+            burst.extend_from_slice(cmd.as_bytes());
+            burst.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            burst.extend_from_slice(&body);
+        }
+        p.send(&burst);
+        for _ in 0..3 {
+            p.expect_ok();
+        }
+        p.publish(t, b"four");
+    }
+    // Per topic: 6 producers x 4 messages + 6 "elsewhere" from the other topic's producers,
+    // shared by the topic's 4 consumers on one channel (all published before reading).
+    for (k, t) in topics.iter().enumerate() {
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for c in &mut consumers[k * 4..k * 4 + 4] {
+            c.stream
+                .set_read_timeout(Some(Duration::from_millis(700)))
+                .unwrap();
+            while let Ok(f) = c.try_frame() {
+                match f {
+                    Frame::Message(m) => {
+                        c.line(&format!("FIN {}", m.id));
+                        bodies.push(m.body);
+                    }
+                    Frame::Response(r) if r == b"_heartbeat_" => c.line("NOP"),
+                    other => panic!("unexpected frame on {t}: {other:?}"),
+                }
+            }
+        }
+        bodies.sort();
+        let mut want: Vec<Vec<u8>> = Vec::new();
+        for body in [&b"one"[..], b"two", b"three", b"four", b"elsewhere"] {
+            want.extend(std::iter::repeat_n(body.to_vec(), 6));
+        }
+        want.sort();
+        assert_eq!(bodies, want, "every message of {t} once");
+    }
+    // IDENTIFY settings made before a move hold after it: a 1.5 s msg_timeout brings an
+    // unfinished message back (the default would take 60 s).
+    let mut waiting = Vec::new();
+    for i in 0..6 {
+        let t = unique("affinity-timeout");
+        let mut c = b.client();
+        c.identify(r#"{"msg_timeout":1500}"#);
+        c.sub(&t, "c");
+        c.line("RDY 1");
+        b.client().publish(&t, format!("m{i}").as_bytes());
+        let first = c.expect_message();
+        waiting.push((t, c, first.id));
+    }
+    for (t, mut c, id) in waiting {
+        let again = c.expect_message();
+        assert_eq!((again.id, again.attempts), (id, 2), "redelivered on {t}");
+    }
+    let log = b.log();
+    assert!(
+        log.contains("moving from core") && log.contains("moved to core"),
+        "no connection moved:\n{log}"
+    );
+    assert!(!log.contains("could not move"), "a move failed:\n{log}");
+    // 12 producers + 8 consumers + 6 timeout consumers: a connection moves at most once.
+    assert!(log.matches("moving from core").count() <= 26);
 }
 
 #[test]

@@ -282,6 +282,9 @@ define_options! {
     spin_before_park: Duration = Duration::ZERO,
         flag "spin-before-park", key Some("spin_before_park"),
         help "how long an idle core busy-polls before sleeping (lower wake-up latency for a whole core's CPU; default 0)";
+    connection_affinity: bool = true,
+        flag "connection-affinity", key Some("connection_affinity"),
+        help "move a plain connection to the core that owns the topic of its first PUB/MPUB/DPUB/SUB";
 }
 
 /// The row for a command-line flag name (without dashes).

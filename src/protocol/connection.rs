@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -19,11 +19,12 @@ use glommio::net::TcpStream;
 use super::codec::{self, ClientState, Command, DecodeContext, DecodeError};
 use super::errors::*;
 use super::frame;
+use super::handoff::{self, MovingConnection};
 use super::identify::{self, ClientSettings, Features};
 use super::transport::{Compression, Inbound, TransportError};
 use crate::auth::{ConnectionAuth, Peer};
 use crate::broker::channel::{ConsumerId, ConsumerInfo, Locality};
-use crate::mesh::{ChannelOp, PublishCmd};
+use crate::mesh::{ChannelOp, MeshMsg, PublishCmd};
 use crate::settings::NSQD_VERSION;
 use crate::shard::Shard;
 use crate::shard::client::{ClientHandle, OUTPUT_HIGH_WATER};
@@ -50,7 +51,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
     let defaults = shard.settings.client_defaults.clone();
     let _ = stream.set_read_timeout(defaults.heartbeat_interval.map(|h| h * 2));
     let mut stream = stream;
-    let mut buf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
+    let buf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
     let mut magic = [0u8; 4];
     if stream.read_exact(&mut magic).await.is_err() {
         tracing::info!("TCP: client({remote}) closed before sending its protocol magic");
@@ -66,38 +67,90 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
         let _ = stream.write_all(&out).await;
         return;
     }
-    let mut stream = SharedStream::new(stream);
     let client = Rc::new(ClientHandle::new(
         conn_id,
         remote,
         defaults.heartbeat_interval,
     ));
+    let conn = Connection::new(shard, client, defaults);
+    run(conn, SharedStream::new(stream), buf, None).await;
+}
+
+/// Carries on serving a connection that another core handed over (see [`handoff`]), from
+/// the command that made it move.
+pub async fn adopt(shard: Rc<Shard>, moving: Box<MovingConnection>) {
+    let m = *moving;
+    // SAFETY: `m.fd` is an open socket descriptor owned by nothing else (the handing core
+    // closed its own copy); the stream takes over its ownership.
+    let stream = unsafe { TcpStream::from_raw_fd(m.fd.into_raw_fd()) };
+    if shard.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let _ = stream.set_read_timeout(m.settings.heartbeat_interval.map(|h| h * 2));
+    let mut handle = ClientHandle::new(m.conn_id, m.remote, m.heartbeat);
+    handle.connect_ts = m.connect_ts;
+    handle.meta.identified(
+        &m.client_id,
+        &m.hostname,
+        &m.user_agent,
+        m.settings.sample_rate,
+    );
+    let mut conn = Connection::new(shard, Rc::new(handle), m.settings);
+    conn.state = m.state;
+    conn.client_id = m.client_id;
+    conn.hostname = m.hostname;
+    conn.user_agent = m.user_agent;
+    conn.read_hint = m.read_hint;
+    tracing::debug!(
+        "client({}) moved to core {} for its topic",
+        m.remote,
+        conn.shard.id
+    );
+    let buf = BytesMut::from(&m.unread[..]);
+    run(conn, SharedStream::new(stream), buf, Some(m.command)).await;
+}
+
+/// Runs a connection's reader here (its writer as a task beside it) until it closes or moves
+/// to another core.
+async fn run(
+    mut conn: Connection,
+    mut stream: SharedStream,
+    mut buf: BytesMut,
+    first: Option<Command>,
+) {
+    let shard = conn.shard.clone();
+    let client = conn.client.clone();
+    let conn_id = client.id;
+    let remote = client.remote;
     shard.add_client(client.clone());
-    glommio::spawn_local(write_loop(client.clone(), stream.clone())).detach();
-    let mut conn = Connection {
-        shard: shard.clone(),
-        client: client.clone(),
-        state: ClientState::Init,
-        settings: defaults,
-        client_id: remote.ip().to_string(),
-        hostname: remote.ip().to_string(),
-        user_agent: String::new(),
-        subscription: None,
-        unsettled_ops: false,
-        remote_ops: 0,
-        inbound: Inbound::default(),
-        raw: BytesMut::new(),
-        auth: ConnectionAuth::default(),
-        read_hint: INITIAL_READ_BUFFER,
-        read_at: Instant::now(),
-    };
-    conn.read_loop(&mut stream, &mut buf).await;
+    let writer = glommio::spawn_local(write_loop(client.clone(), stream.clone()));
+    let end = conn.read_loop(&mut stream, &mut buf, first).await;
+    if let ReadEnd::MoveTo(owner, command) = end {
+        client.detach();
+        writer.await;
+        shard.remove_client(conn_id);
+        match conn.hand_over(owner, command, &stream, buf) {
+            Ok(()) => return,
+            Err(e) => tracing::error!("client({remote}) could not move to core {owner}: {e}"),
+        }
+    } else {
+        writer.detach();
+    }
     if let Some(owner) = conn.subscription.as_ref().map(|s| s.owner) {
         shard.channel_op(owner, conn_id, ChannelOp::Leave, Instant::now());
     }
     client.close();
     shard.remove_client(conn_id);
     tracing::info!("PROTOCOL(V2): [{remote}] exiting ioloop");
+}
+
+/// How a connection's read loop ended.
+enum ReadEnd {
+    /// The connection is done (closed, failed, or asked to close).
+    Closed,
+    /// Its first publish or subscription is for a topic of core `.0`: move there and handle
+    /// the command `.1` on that core.
+    MoveTo(usize, Command),
 }
 
 /// One socket shared by a connection's reader task and writer task, so a connection holds one
@@ -169,9 +222,15 @@ async fn write_loop(client: Rc<ClientHandle>, mut stream: SharedStream) {
             .until(|| {
                 client.pending_output() > 0
                     || client.is_closing()
+                    || client.is_detaching()
                     || client.transport.tls_wants_write()
             })
             .await;
+        if client.is_detaching() && client.pending_output() == 0 {
+            // The connection moves to another core, which writes from now on: leave the
+            // socket as it is.
+            return;
+        }
         client.take_output(&mut spare);
         let data: &[u8] = if client.transport.is_plain() {
             &spare
@@ -354,6 +413,89 @@ enum Flow {
 }
 
 impl Connection {
+    /// A connection's protocol state before IDENTIFY, with nsqd's defaults.
+    fn new(shard: Rc<Shard>, client: Rc<ClientHandle>, settings: ClientSettings) -> Self {
+        let host = client.remote.ip().to_string();
+        Connection {
+            shard,
+            client,
+            state: ClientState::Init,
+            settings,
+            client_id: host.clone(),
+            hostname: host,
+            user_agent: String::new(),
+            subscription: None,
+            unsettled_ops: false,
+            remote_ops: 0,
+            inbound: Inbound::default(),
+            raw: BytesMut::new(),
+            auth: ConnectionAuth::default(),
+            read_hint: INITIAL_READ_BUFFER,
+            read_at: Instant::now(),
+        }
+    }
+
+    /// The core this connection should move to before handling `cmd`, if any: its first
+    /// publish or subscription, for a topic another core owns, with nothing core-bound to
+    /// carry (see [`handoff`]).
+    fn move_target(&self, cmd: &Command) -> Option<usize> {
+        let topic = handoff::topic_of(cmd)?;
+        let shard = &self.shard;
+        if !shard.settings.connection_affinity || shard.nr_shards < 2 {
+            return None;
+        }
+        let owner = shard.owner_of(topic);
+        let movable = owner != shard.id
+            && self.state == ClientState::Init
+            && self.subscription.is_none()
+            && !self.client.meta.has_published()
+            && self.client.transport.is_plain()
+            && !self.inbound.is_active()
+            && !shard.settings.auth.enabled()
+            && self.client.is_drained()
+            && !self.client.is_closing();
+        movable.then_some(owner)
+    }
+
+    /// Sends the connection to core `owner`: a duplicate of the socket, the protocol state,
+    /// `command` and the bytes not decoded yet. The writer has stopped and the client is no
+    /// longer listed here; this core's descriptor closes when `stream` drops.
+    fn hand_over(
+        &mut self,
+        owner: usize,
+        command: Command,
+        stream: &SharedStream,
+        mut buf: BytesMut,
+    ) -> nix::Result<()> {
+        let fd = nix::unistd::dup(stream.raw_fd())?;
+        // SAFETY: `fd` was just created by dup(2) and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let moving = MovingConnection {
+            fd,
+            conn_id: self.client.id,
+            remote: self.client.remote,
+            connect_ts: self.client.connect_ts,
+            state: self.state,
+            settings: self.settings.clone(),
+            client_id: std::mem::take(&mut self.client_id),
+            hostname: std::mem::take(&mut self.hostname),
+            user_agent: std::mem::take(&mut self.user_agent),
+            heartbeat: self.client.heartbeat(),
+            read_hint: self.read_hint,
+            command,
+            unread: buf.split().freeze(),
+        };
+        tracing::debug!(
+            "client({}) moving from core {} to core {owner}",
+            self.client.remote,
+            self.shard.id
+        );
+        self.shard
+            .outboxes
+            .push(owner, MeshMsg::Adopt(Box::new(moving)));
+        Ok(())
+    }
+
     fn decode_context(&self) -> DecodeContext {
         DecodeContext {
             state: self.state,
@@ -364,14 +506,21 @@ impl Connection {
         }
     }
 
-    async fn read_loop(&mut self, stream: &mut SharedStream, buf: &mut BytesMut) {
+    /// Decodes and handles commands until the connection ends or moves to another core;
+    /// `first` (a command another core decoded) is handled before anything in `buf`.
+    async fn read_loop(
+        &mut self,
+        stream: &mut SharedStream,
+        buf: &mut BytesMut,
+        first: Option<Command>,
+    ) -> ReadEnd {
         let mut eof = false;
-        // A command decoded ahead while gathering publishes, handled next.
-        let mut held = None;
+        // A command decoded ahead while gathering publishes (or handed over), handled next.
+        let mut held = first.map(|cmd| Ok(Some(cmd)));
         loop {
             loop {
                 if self.client.is_closing() {
-                    return;
+                    return ReadEnd::Closed;
                 }
                 let decoded = match held.take() {
                     Some(d) => d,
@@ -379,6 +528,9 @@ impl Connection {
                 };
                 match decoded {
                     Ok(Some(cmd)) => {
+                        if let Some(owner) = self.move_target(&cmd) {
+                            return ReadEnd::MoveTo(owner, cmd);
+                        }
                         if answers(&cmd) {
                             self.settle_channel_ops().await;
                         }
@@ -391,7 +543,7 @@ impl Connection {
                             Err(cmd) => self.handle(cmd, stream, buf).await,
                         };
                         if let Flow::Close = flow {
-                            return;
+                            return ReadEnd::Closed;
                         }
                         if self.remote_ops >= MAX_REMOTE_OPS {
                             self.settle_channel_ops().await;
@@ -404,18 +556,18 @@ impl Connection {
                             self.client.remote
                         );
                         self.client.reset();
-                        return;
+                        return ReadEnd::Closed;
                     }
                     Err(DecodeError::Protocol(e)) => {
                         self.settle_channel_ops().await;
                         tracing::error!("client({}) {e}", self.client.remote);
                         self.client.push_error(&e);
-                        return;
+                        return ReadEnd::Closed;
                     }
                 }
             }
             if eof {
-                return;
+                return ReadEnd::Closed;
             }
             if self.client.pending_output() > OUTPUT_HIGH_WATER {
                 let c = &self.client;
@@ -428,7 +580,7 @@ impl Connection {
                 Ok(_) => self.read_at = Instant::now(),
                 Err(e) => {
                     tracing::info!("client({}) read failed: {e}", self.client.remote);
-                    return;
+                    return ReadEnd::Closed;
                 }
             }
         }

@@ -4,6 +4,7 @@ pub mod codec;
 pub mod connection;
 pub mod errors;
 pub mod frame;
+pub mod handoff;
 pub mod identify;
 pub mod names;
 pub mod transport;

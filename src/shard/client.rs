@@ -43,6 +43,7 @@ pub struct ClientHandle {
     /// Close with a reset instead of an orderly shutdown (nsqd's overlong-line case).
     reset: Cell<bool>,
     writing: Cell<bool>,
+    detaching: Cell<bool>,
     /// Identity, state and publish counts for `/stats`.
     pub meta: ClientMeta,
 }
@@ -64,6 +65,7 @@ impl ClientHandle {
             transport: Transport::default(),
             reset: Cell::new(false),
             writing: Cell::new(false),
+            detaching: Cell::new(false),
             meta: ClientMeta::new(remote),
         }
     }
@@ -116,6 +118,17 @@ impl ClientHandle {
     pub fn reset(&self) {
         self.reset.set(true);
         self.close();
+    }
+
+    /// Stops the writer without closing the socket: the connection moves to another core.
+    pub fn detach(&self) {
+        self.detaching.set(true);
+        self.writer_wakeup.wake();
+    }
+
+    /// Whether the writer should stop for a move to another core.
+    pub fn is_detaching(&self) -> bool {
+        self.detaching.get()
     }
 
     /// Whether the connection should end with a reset.

@@ -290,6 +290,13 @@ impl Shard {
             MeshMsg::Channel { conn, op } => {
                 self.apply_channel_op(ConsumerId { shard: from, conn }, op, now)
             }
+            MeshMsg::Adopt(moving) => {
+                // The executor's mesh loop starts adopted connections (it holds the `Rc`).
+                tracing::error!(
+                    "client({}) handed over outside the mesh loop; closing it",
+                    moving.remote
+                );
+            }
             MeshMsg::Deliver { conn, msg } => {
                 if let Some(c) = self.clients.borrow().get(&conn) {
                     c.push_message(&msg);
