@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Broker, unique};
+use common::{Broker, unique, unique_on_core};
 
 /// What the fake lookupd saw on one connection.
 #[derive(Debug)]
@@ -119,16 +119,7 @@ fn registers_topics_and_channels_of_both_cores_and_replays_after_reconnect() {
         assert!(id.get(key).is_some(), "IDENTIFY lacks {key}: {id}");
     }
     // Topics owned by each core.
-    let mut topics: Vec<String> = Vec::new();
-    for owner in [0, 1] {
-        loop {
-            let t = unique("reg");
-            if nsqd_uring::mesh::owner_of(&t, 2) == owner {
-                topics.push(t);
-                break;
-            }
-        }
-    }
+    let topics: Vec<String> = (0..2).map(|o| unique_on_core("reg", o, 2)).collect();
     let mut subs = Vec::new();
     for t in &topics {
         let mut c = b.client();

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Broker, Client, Frame, mpub_body, unique};
+use common::{Broker, Client, Frame, mpub_body, unique, unique_on_core};
 
 /// Runs a test body against a broker with 1 core and with 2 cores.
 macro_rules! on_both_core_counts {
@@ -569,10 +569,7 @@ fn two_cores_route_across_the_mesh() {
     let mut consumers: Vec<Client> = Vec::new();
     for t in &topics {
         for _ in 0..2 {
-            let mut c = b.client();
-            c.sub(t, "c");
-            c.line("RDY 100");
-            consumers.push(c);
+            consumers.push(b.consumer(t, "c", 100));
         }
     }
     for _ in 0..4 {
@@ -611,23 +608,11 @@ fn two_cores_route_across_the_mesh() {
 #[test]
 fn connections_move_to_their_topics_core() {
     let b = Broker::with_cores(2, &["--log-level=debug"]);
-    let mut topics: Vec<String> = Vec::new();
-    for owner in [0, 1] {
-        loop {
-            let t = unique("affinity");
-            if nsqd_uring::mesh::owner_of(&t, 2) == owner {
-                topics.push(t);
-                break;
-            }
-        }
-    }
+    let topics: Vec<String> = (0..2).map(|o| unique_on_core("affinity", o, 2)).collect();
     let mut consumers: Vec<Client> = Vec::new();
     for t in &topics {
         for _ in 0..4 {
-            let mut c = b.client();
-            c.sub(t, "c");
-            c.line("RDY 100");
-            consumers.push(c);
+            consumers.push(b.consumer(t, "c", 100));
         }
     }
     for i in 0..12 {

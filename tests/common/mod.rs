@@ -148,6 +148,14 @@ impl Broker {
         Client::connect(self.tcp)
     }
 
+    /// A consumer: SUB topic/channel (OK checked), then RDY `rdy`.
+    pub fn consumer(&self, topic: &str, channel: &str, rdy: u64) -> Client {
+        let mut c = self.client();
+        c.sub(topic, channel);
+        c.line(&format!("RDY {rdy}"));
+        c
+    }
+
     /// SIGKILL (a crash): nothing is flushed. Waits for the exit.
     pub fn kill9(&mut self) {
         if let Some(c) = self.child.as_mut() {
@@ -427,6 +435,16 @@ pub fn mpub_body(bodies: &[&[u8]]) -> Vec<u8> {
         b.extend_from_slice(m);
     }
     b
+}
+
+/// A unique topic name that the hash puts on core `owner` of `cores`.
+pub fn unique_on_core(prefix: &str, owner: usize, cores: usize) -> String {
+    loop {
+        let t = unique(prefix);
+        if nsqd_uring::mesh::owner_of(&t, cores) == owner {
+            return t;
+        }
+    }
 }
 
 /// A topic name unique to this test process and call site.
