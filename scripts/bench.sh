@@ -326,6 +326,14 @@ run_matrix() {
             BROKER_PID=""
         fi
         stop_group
+
+        if [ "$cores" = 1 ]; then
+            # Consuming a backlog that lives on disk (--mem-queue-size=0 on both brokers).
+            say "--cores 1: consume from the disk queue"
+            start_group 1 --mem-queue-size=0
+            each 1 disk sub --topic "disk$RUN" --size 200 --count "$([ "$QUICK" = 1 ] && echo 5000 || preload_count 200)"
+            stop_group
+        fi
     done
     if [ "$QUICK" = 0 ]; then
         # 10,000 as asked for: the broker holds one descriptor per connection, so this fits the
