@@ -16,6 +16,7 @@
 //! deadlines outnumber live ones, so memory follows what is in flight, not throughput.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -93,9 +94,6 @@ impl InFlightTable {
     /// (it picks the FIFO). A message already in flight under the same ID is replaced.
     pub fn insert(&mut self, timeout: Duration, entry: InFlight) {
         let at = entry.deadline;
-        if let Some(old) = self.index.get(&entry.msg.id).copied() {
-            self.release(old);
-        }
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -103,7 +101,11 @@ impl InFlightTable {
                 u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 in flight")
             }
         };
-        self.index.insert(entry.msg.id, slot);
+        // One hash operation per delivery; a message already in flight under this ID (not
+        // reachable through the protocol) gives its slot back.
+        if let Some(old) = self.index.insert(entry.msg.id, slot) {
+            self.release(old);
+        }
         let s = &mut self.slots[slot as usize];
         s.entry = Some(entry);
         let deadline = Deadline {
@@ -122,14 +124,16 @@ impl InFlightTable {
         id: &MessageId,
         owner: ConsumerId,
     ) -> Result<Option<InFlight>, ()> {
-        let Some(&slot) = self.index.get(id) else {
+        // One hash operation per FIN/REQ: the entry found is the one removed.
+        let Entry::Occupied(found) = self.index.entry(*id) else {
             return Ok(None);
         };
+        let slot = *found.get();
         let held_by = self.slots[slot as usize].entry.as_ref().map(|e| e.owner);
         if held_by != Some(owner) {
             return Err(());
         }
-        self.index.remove(id);
+        found.remove();
         Ok(self.release(slot))
     }
 
