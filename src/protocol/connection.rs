@@ -87,7 +87,7 @@ pub async fn adopt(shard: Rc<Shard>, moving: Box<MovingConnection>) {
         return;
     }
     let _ = stream.set_read_timeout(m.settings.heartbeat_interval.map(|h| h * 2));
-    let mut handle = ClientHandle::new(m.conn_id, m.remote, m.heartbeat);
+    let mut handle = ClientHandle::new(m.conn_id, m.remote, m.settings.heartbeat_interval);
     handle.connect_ts = m.connect_ts;
     handle.meta.identified(
         &m.client_id,
@@ -128,9 +128,11 @@ async fn run(
     if let ReadEnd::MoveTo(owner, command) = end {
         client.detach();
         writer.await;
-        shard.remove_client(conn_id);
         match conn.hand_over(owner, command, &stream, buf) {
-            Ok(()) => return,
+            Ok(()) => {
+                shard.remove_client(conn_id);
+                return;
+            }
             Err(e) => tracing::error!("client({remote}) could not move to core {owner}: {e}"),
         }
     } else {
@@ -480,7 +482,6 @@ impl Connection {
             client_id: std::mem::take(&mut self.client_id),
             hostname: std::mem::take(&mut self.hostname),
             user_agent: std::mem::take(&mut self.user_agent),
-            heartbeat: self.client.heartbeat(),
             read_hint: self.read_hint,
             command,
             unread: buf.split().freeze(),

@@ -14,7 +14,6 @@
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -42,8 +41,6 @@ pub struct MovingConnection {
     pub hostname: String,
     /// IDENTIFY `user_agent`.
     pub user_agent: String,
-    /// The connection's current heartbeat interval.
-    pub heartbeat: Option<Duration>,
     /// Read size hint, so the new core reads as the old one did.
     pub read_hint: usize,
     /// The command that triggered the move: the new core handles it first.

@@ -12,7 +12,7 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
 
 use crate::http::{self, HttpShared};
-use crate::mesh::{MeshBatch, MeshMsg};
+use crate::mesh::MeshBatch;
 use crate::protocol::connection;
 use crate::settings::Settings;
 use crate::shard::Shard;
@@ -127,14 +127,7 @@ pub async fn run_shard(plan: ShardPlan) {
                     // One clock read per batch: the batch is handled without yielding.
                     let now = std::time::Instant::now();
                     for msg in batch {
-                        match msg {
-                            MeshMsg::Adopt(moving) => {
-                                let serve =
-                                    crate::protocol::connection::adopt(shard.clone(), moving);
-                                glommio::spawn_local(serve).detach();
-                            }
-                            msg => shard.handle_mesh(peer, msg, now),
-                        }
+                        shard.handle_mesh(peer, msg, now);
                     }
                 }
             })

@@ -264,7 +264,7 @@ impl Shard {
     }
 
     /// Handles one message that arrived from core `from` in a batch received at `now`.
-    pub fn handle_mesh(&self, from: usize, msg: MeshMsg, now: Instant) {
+    pub fn handle_mesh(self: &Rc<Self>, from: usize, msg: MeshMsg, now: Instant) {
         let c = &self.outboxes.counters;
         c.messages_in.set(c.messages_in.get() + 1);
         match msg {
@@ -291,11 +291,8 @@ impl Shard {
                 self.apply_channel_op(ConsumerId { shard: from, conn }, op, now)
             }
             MeshMsg::Adopt(moving) => {
-                // The executor's mesh loop starts adopted connections (it holds the `Rc`).
-                tracing::error!(
-                    "client({}) handed over outside the mesh loop; closing it",
-                    moving.remote
-                );
+                let serve = crate::protocol::connection::adopt(self.clone(), moving);
+                glommio::spawn_local(serve).detach();
             }
             MeshMsg::Deliver { conn, msg } => {
                 if let Some(c) = self.clients.borrow().get(&conn) {
