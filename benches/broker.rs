@@ -80,7 +80,7 @@ fn fan_out(c: &mut Criterion) {
                         .expect("room");
                     let mut sent = 0usize;
                     for ch in t.channels.values_mut() {
-                        sent += ch.pump(now, &mut |_| true, &mut |id, m| {
+                        sent += ch.pump(now, &mut |_| true, &mut |id, m, _| {
                             black_box((id, m.id));
                         });
                     }

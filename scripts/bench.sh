@@ -381,17 +381,19 @@ nsq_tools() {
 }
 
 # Latency levels are fractions of the broker under test's pubsub PUB throughput (16
-# connections, one core); the other broker gets the same absolute rates (equal offered load).
+# connections, one core, consumers unbuffered as in the latency rows); the other broker gets the
+# same absolute rates (equal offered load).
 LAT_MAX=0
 measure_lat_max() {
     start_broker nsqd-uring 1 --mem-queue-size="$BIG_QUEUE"
     local line
     line="$("$BENCH" pubsub --nsqd-tcp-address "$BROKER_ADDR" --cores 1 --cpus "$(client_cpus 1)" \
-        --duration "$DURATION" --warmup "$WARMUP" --topic latmax --json --quiet 2>>"$LOG")" || true
+        --duration "$DURATION" --warmup "$WARMUP" --topic latmax --output-buffer-timeout -1 \
+        --json --quiet 2>>"$LOG")" || true
     LAT_MAX="$(echo "$line" | grep -o '"msgs_per_s":[0-9.]*' | cut -d: -f2 | cut -d. -f1)"
     LAT_MAX="${LAT_MAX:-0}"
     stop_broker
-    say "latency levels: ${LAT_LEVELS[*]}% of $LAT_MAX msg/s (pubsub PUB, 16 connections, 1 core)"
+    say "latency levels: ${LAT_LEVELS[*]}% of $LAT_MAX msg/s (pubsub PUB, 16 connections, 1 core, unbuffered consumers)"
 }
 measure_lat_max
 

@@ -155,6 +155,7 @@ fn settings_from(o: &Options) -> Settings {
     lim.topology_zone = o.topology_zone.clone();
     s.spin_before_park = o.spin_before_park;
     s.connection_affinity = o.connection_affinity;
+    s.output_coalesce = o.output_coalesce;
     s.topology_aware_consumption = o
         .enable_experiment
         .iter()

@@ -125,8 +125,13 @@ pub enum MeshMsg {
     },
     /// To a topic's owner: a subscribed connection's RDY/FIN/REQ/TOUCH/leave.
     Channel { conn: u64, op: ChannelOp },
-    /// To a consumer's shard: write this message to connection `conn`.
-    Deliver { conn: u64, msg: Message },
+    /// To a consumer's shard: write this message to connection `conn` (`flush`: it used up the
+    /// consumer's RDY, so write it without waiting for more).
+    Deliver {
+        conn: u64,
+        msg: Message,
+        flush: bool,
+    },
     /// To a waiting shard: the outcome of a Subscribe.
     SubscribeReply {
         token: u64,

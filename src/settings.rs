@@ -38,6 +38,9 @@ pub struct Settings {
     /// `--connection-affinity` (ours): a plain connection whose first publish or subscription
     /// is for a topic of another core moves to that core (no mesh hop per command after).
     pub connection_affinity: bool,
+    /// `--output-coalesce` (ours): the longest a busy consumer's message frames wait for later
+    /// frames to share one write (never longer than the client's `output_buffer_timeout`).
+    pub output_coalesce: Duration,
     /// Disk queues and nsqd.dat; `None` keeps everything in memory (unit tests, benches).
     pub disk: Option<DiskSettings>,
     /// Negotiable connection features (TLS, compression) and the TLS policy.
@@ -125,6 +128,7 @@ impl Default for Settings {
             topology_aware_consumption: false,
             spin_before_park: Duration::ZERO,
             connection_affinity: true,
+            output_coalesce: crate::shard::client::DEFAULT_COALESCE,
             disk: None,
             features: FeatureSettings {
                 tls: None,

@@ -733,7 +733,7 @@ impl Harness {
         let now = self.at();
         let mut got = Vec::new();
         self.ch
-            .pump(now, &mut |_| true, &mut |c, m| got.push((c, m.clone())));
+            .pump(now, &mut |_| true, &mut |c, m, _| got.push((c, m.clone())));
         let model = &mut self.model;
         if model.paused || model.consumers.is_empty() {
             prop_assert!(

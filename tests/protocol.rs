@@ -766,3 +766,63 @@ on_both_core_counts!(in_flight_errors_precede_later_responses, |b: Broker| {
         c.expect_closed();
     }
 });
+
+/// Message frames for a busy consumer wait (up to `--output-coalesce`, within the client's
+/// `output_buffer_timeout`) to share a write; a lone frame on a quiet connection, a frame that
+/// uses up the RDY, and anything followed by a response or error leave at once.
+#[test]
+fn busy_consumers_frames_share_writes_but_never_wait_needlessly() {
+    use std::time::Instant;
+    let b = Broker::with_cores(2, &["--output-coalesce=1s"]);
+    let topic = unique("coalesce");
+    let mut p = b.client();
+    let mut c = b.client();
+    c.identify(r#"{"output_buffer_timeout":5000}"#);
+    c.sub(&topic, "c");
+    c.line("RDY 4");
+    let quick = Duration::from_millis(600);
+
+    // Quiet connection: the first message is written at once.
+    let t = Instant::now();
+    p.publish(&topic, b"a");
+    assert_eq!(c.expect_message().body, b"a");
+    let a_at = Instant::now();
+    assert!(a_at - t < quick, "lone message held {:?}", a_at - t);
+
+    // Busy now (a write under a second ago): the next frame waits for company, about 1 s.
+    p.publish(&topic, b"b");
+    assert_eq!(c.expect_message().body, b"b");
+    let held = a_at.elapsed();
+    assert!(held >= Duration::from_millis(700), "b held only {held:?}");
+    assert!(held < Duration::from_secs(4), "b held {held:?}");
+
+    // A held frame leaves with the error that follows it.
+    p.publish(&topic, b"c");
+    let t = Instant::now();
+    c.line("FIN 0000000000000000");
+    assert_eq!(c.expect_message().body, b"c");
+    match c.next() {
+        Frame::Error(e) => assert!(e.starts_with("E_FIN_FAILED"), "{e}"),
+        other => panic!("expected E_FIN_FAILED, got {other:?}"),
+    }
+    assert!(t.elapsed() < quick, "c held {:?}", t.elapsed());
+
+    // The fourth in flight uses up RDY 4: written at once.
+    let t = Instant::now();
+    p.publish(&topic, b"d");
+    assert_eq!(c.expect_message().body, b"d");
+    assert!(t.elapsed() < quick, "d held {:?}", t.elapsed());
+
+    // output_buffer_timeout -1 (unbuffered): back-to-back messages are never held.
+    let topic = unique("unbuffered");
+    let mut u = b.client();
+    u.identify(r#"{"output_buffer_timeout":-1}"#);
+    u.sub(&topic, "c");
+    u.line("RDY 10");
+    let t = Instant::now();
+    for body in [b"1", b"2", b"3"] {
+        p.publish(&topic, body);
+        assert_eq!(u.expect_message().body, body);
+    }
+    assert!(t.elapsed() < quick, "unbuffered held {:?}", t.elapsed());
+}

@@ -419,12 +419,14 @@ impl Channel {
     }
 
     /// Hands queued messages to ready consumers in turn until the queue is empty or nobody is
-    /// ready. `sink(consumer, message)` sends the frame; `roll(sample_rate)` decides sampling.
+    /// ready. `sink(consumer, message, rdy_used_up)` sends the frame (`rdy_used_up`: this
+    /// delivery fills the consumer's RDY, so its output should not wait for more);
+    /// `roll(sample_rate)` decides sampling.
     pub fn pump(
         &mut self,
         now: Instant,
         roll: &mut impl FnMut(i32) -> bool,
-        sink: &mut impl FnMut(ConsumerId, &Message),
+        sink: &mut impl FnMut(ConsumerId, &Message, bool),
     ) -> usize {
         if self.paused || self.consumers.is_empty() {
             return 0;
@@ -449,7 +451,7 @@ impl Channel {
             let id = consumer.info.id;
             let timeout = consumer.info.msg_timeout;
             let deadline = now + timeout;
-            sink(id, &msg);
+            sink(id, &msg, !consumer.is_ready());
             self.in_flight.insert(
                 timeout,
                 InFlight {
@@ -528,7 +530,7 @@ mod tests {
 
     fn pump_all(ch: &mut Channel, now: Instant) -> Vec<(u64, Message)> {
         let mut out = Vec::new();
-        ch.pump(now, &mut |_| true, &mut |c, m| {
+        ch.pump(now, &mut |_| true, &mut |c, m, _| {
             out.push((c.conn, m.clone()))
         });
         out

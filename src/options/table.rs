@@ -285,6 +285,9 @@ define_options! {
     connection_affinity: bool = true,
         flag "connection-affinity", key Some("connection_affinity"),
         help "move a plain connection to the core that owns the topic of its first PUB/MPUB/DPUB/SUB";
+    output_coalesce: Duration = Duration::from_millis(1),
+        flag "output-coalesce", key Some("output_coalesce"),
+        help "longest a busy consumer's message frames wait to share one write, within its output_buffer_timeout (0 = write as soon as the core is idle)";
 }
 
 /// The row for a command-line flag name (without dashes).

@@ -514,9 +514,9 @@ fn config_keys_follow_nsqd_naming() {
             .map_or_else(|| def.flag.replace('-', "_"), |(_, k)| k.to_string());
         assert_eq!(key, want, "{}", def.flag);
     }
-    // 57 nsqd v1.3 flags plus --cores, --durable-ack, --spin-before-park and
-    // --connection-affinity.
-    assert_eq!(OPTIONS.len(), 61);
+    // 57 nsqd v1.3 flags plus --cores, --durable-ack, --spin-before-park,
+    // --connection-affinity and --output-coalesce.
+    assert_eq!(OPTIONS.len(), 62);
 }
 
 #[test]

@@ -233,6 +233,12 @@ async fn write_loop(client: Rc<ClientHandle>, mut stream: SharedStream) {
             // socket as it is.
             return;
         }
+        if let Some(until) = client.hold_until() {
+            // A busy consumer: let the frames that follow share this write.
+            let wait = until.saturating_duration_since(Instant::now());
+            let urgent = client.writer_wakeup.until(|| client.must_write_now());
+            futures_lite::future::or(glommio::timer::sleep(wait), urgent).await;
+        }
         client.take_output(&mut spare);
         let data: &[u8] = if client.transport.is_plain() {
             &spare
@@ -418,6 +424,11 @@ impl Connection {
     /// A connection's protocol state before IDENTIFY, with nsqd's defaults.
     fn new(shard: Rc<Shard>, client: Rc<ClientHandle>, settings: ClientSettings) -> Self {
         let host = client.remote.ip().to_string();
+        client.set_output_buffer(
+            settings.output_buffer_size,
+            settings.output_buffer_timeout,
+            shard.settings.output_coalesce,
+        );
         Connection {
             shard,
             client,
@@ -912,6 +923,11 @@ impl Connection {
             s.sample_rate,
         );
         self.client.set_heartbeat(self.settings.heartbeat_interval);
+        self.client.set_output_buffer(
+            self.settings.output_buffer_size,
+            self.settings.output_buffer_timeout,
+            settings.output_coalesce,
+        );
         stream.set_read_timeout(self.settings.heartbeat_interval.map(|h| h * 2));
         if let Err(e) = applied {
             return self.fatal(e);

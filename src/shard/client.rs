@@ -21,6 +21,12 @@ use super::client_meta::ClientMeta;
 /// Output above this many bytes pauses reading commands until the writer catches up.
 pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
 
+/// `--output-coalesce`'s default: the longest a message frame waits for later ones to share
+/// its write, when the client's `output_buffer_timeout` allows that long. nsqd holds frames for
+/// the whole timeout (250 ms by default); holding them only while the connection is busy, and
+/// for at most this long, keeps most of the saving in syscalls for a fraction of the latency.
+pub const DEFAULT_COALESCE: Duration = Duration::from_millis(1);
+
 /// Shared between a connection's reader, its writer, and the shard that delivers to it.
 #[derive(Debug)]
 pub struct ClientHandle {
@@ -44,6 +50,17 @@ pub struct ClientHandle {
     reset: Cell<bool>,
     writing: Cell<bool>,
     detaching: Cell<bool>,
+    /// How long message frames may wait for company (zero: write at once).
+    coalesce: Cell<Duration>,
+    /// Pending output at which frames are written at once (`output_buffer_size`).
+    flush_at: Cell<usize>,
+    /// Something pending must be written without waiting (a response, an error, a delivery
+    /// that used up the consumer's RDY, a full buffer).
+    flush_now: Cell<bool>,
+    /// Whether the pending output holds a message frame.
+    messages_pending: Cell<bool>,
+    /// When the writer last took output with a message frame in it.
+    last_message_write: Cell<Option<Instant>>,
     /// Identity, state and publish counts for `/stats`.
     pub meta: ClientMeta,
 }
@@ -66,31 +83,55 @@ impl ClientHandle {
             reset: Cell::new(false),
             writing: Cell::new(false),
             detaching: Cell::new(false),
+            coalesce: Cell::new(Duration::ZERO),
+            flush_at: Cell::new(0),
+            flush_now: Cell::new(false),
+            messages_pending: Cell::new(false),
+            last_message_write: Cell::new(None),
             meta: ClientMeta::new(remote),
         }
     }
 
-    /// Appends a message frame (attempts already incremented by the channel).
-    pub fn push_message(&self, msg: &Message) {
+    /// Sets the output buffering IDENTIFY negotiated (`size` 1 or a zero `timeout`: unbuffered).
+    /// Message frames may then wait up to `min(timeout, cap)` for later frames while the
+    /// connection is busy, and never once `size` bytes are pending.
+    pub fn set_output_buffer(&self, size: i64, timeout: Duration, cap: Duration) {
+        let unbuffered = size <= 1 || timeout.is_zero();
+        self.coalesce.set(if unbuffered {
+            Duration::ZERO
+        } else {
+            timeout.min(cap)
+        });
+        self.flush_at.set(usize::try_from(size).unwrap_or(0));
+    }
+
+    /// Appends a message frame (attempts already incremented by the channel). `flush`: the
+    /// consumer can take no more until it answers, so the frame must not wait for company.
+    pub fn push_message(&self, msg: &Message, flush: bool) {
         if self.closing.get() {
             return;
         }
-        frame::put_message(
-            &mut self.out.borrow_mut(),
-            msg.timestamp,
-            msg.attempts,
-            &msg.id,
-            &msg.body,
-        );
+        let mut out = self.out.borrow_mut();
+        let was_empty = out.is_empty();
+        frame::put_message(&mut out, msg.timestamp, msg.attempts, &msg.id, &msg.body);
+        self.messages_pending.set(true);
+        if flush || out.len() >= self.flush_at.get() {
+            self.flush_now.set(true);
+        } else if !was_empty {
+            // The writer is already awake or holding for company: nothing new for it.
+            return;
+        }
+        drop(out);
         self.writer_wakeup.wake();
     }
 
-    /// Appends a response frame.
+    /// Appends a response frame (written without waiting, with anything before it).
     pub fn push_response(&self, data: &[u8]) {
         if self.closing.get() {
             return;
         }
         frame::put_response(&mut self.out.borrow_mut(), data);
+        self.flush_now.set(true);
         self.writer_wakeup.wake();
     }
 
@@ -100,6 +141,7 @@ impl ClientHandle {
             return;
         }
         frame::put_error(&mut self.out.borrow_mut(), &err.frame_data());
+        self.flush_now.set(true);
         if err.fatal {
             self.closing.set(true);
         }
@@ -160,6 +202,30 @@ impl ClientHandle {
     /// Swaps the pending output into `spare` (which must be empty) for the writer.
     pub fn take_output(&self, spare: &mut BytesMut) {
         std::mem::swap(&mut *self.out.borrow_mut(), spare);
+        self.flush_now.set(false);
+        if self.messages_pending.replace(false) {
+            self.last_message_write.set(Some(Instant::now()));
+        }
+    }
+
+    /// Until when the writer should hold pending message frames for company: `None` to write
+    /// now. Frames wait only when the previous message was written less than the coalescing
+    /// window ago (the consumer is busy), so a lone message on a quiet connection leaves at once.
+    pub fn hold_until(&self) -> Option<Instant> {
+        let window = self.coalesce.get();
+        if window.is_zero() || self.must_write_now() {
+            return None;
+        }
+        let until = self.last_message_write.get()? + window;
+        (Instant::now() < until).then_some(until)
+    }
+
+    /// Whether pending output must go without waiting any longer.
+    pub fn must_write_now(&self) -> bool {
+        self.flush_now.get()
+            || self.closing.get()
+            || self.detaching.get()
+            || self.transport.tls_wants_write()
     }
 
     /// The heartbeat interval (also the write deadline), `None` when disabled.

@@ -224,11 +224,12 @@ impl Shard {
         }
     }
 
-    /// Sends a delivered message to its consumer, here or on its core.
-    fn deliver(&self, consumer: ConsumerId, msg: &Message) {
+    /// Sends a delivered message to its consumer, here or on its core (`flush`: write it
+    /// without waiting for more, see [`ClientHandle::push_message`]).
+    fn deliver(&self, consumer: ConsumerId, msg: &Message, flush: bool) {
         if consumer.shard == self.id {
             if let Some(c) = self.clients.borrow().get(&consumer.conn) {
-                c.push_message(msg);
+                c.push_message(msg, flush);
             }
         } else {
             self.outboxes.push(
@@ -236,6 +237,7 @@ impl Shard {
                 MeshMsg::Deliver {
                     conn: consumer.conn,
                     msg: msg.clone(),
+                    flush,
                 },
             );
         }
@@ -294,9 +296,9 @@ impl Shard {
                 let serve = crate::protocol::connection::adopt(self.clone(), moving);
                 glommio::spawn_local(serve).detach();
             }
-            MeshMsg::Deliver { conn, msg } => {
+            MeshMsg::Deliver { conn, msg, flush } => {
                 if let Some(c) = self.clients.borrow().get(&conn) {
-                    c.push_message(&msg);
+                    c.push_message(&msg, flush);
                 }
             }
             MeshMsg::SubscribeReply { token, result } => {

@@ -14,9 +14,11 @@ use crate::protocol::errors::{E_FIN_FAILED, E_REQ_FAILED, E_TOUCH_FAILED, Protoc
 
 impl Shard {
     pub(super) fn pump_channel(&self, channel: &mut Channel, now: Instant) {
-        channel.pump(now, &mut |rate| self.sample(rate), &mut |c, m| {
-            self.deliver(c, m)
-        });
+        channel.pump(
+            now,
+            &mut |rate| self.sample(rate),
+            &mut |c, m, rdy_used_up| self.deliver(c, m, rdy_used_up),
+        );
     }
 
     pub(super) fn create_topic<'a>(
