@@ -184,6 +184,21 @@ impl SharedStream {
     fn raw_fd(&self) -> std::os::fd::RawFd {
         self.0.borrow().as_raw_fd()
     }
+
+    /// Reads up to `want` bytes onto the end of `buf`, into its spare capacity: no zero-fill
+    /// before the read (it cost 15 % of the broker's CPU with 16 KiB messages).
+    async fn read_into(&self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+        buf.reserve(want);
+        let n = std::future::poll_fn(|cx| {
+            let spare = &mut buf.spare_capacity_mut()[..want];
+            self.0.borrow_mut().poll_read_uninit(cx, spare)
+        })
+        .await?;
+        // SAFETY: `poll_read_uninit` returned `n`, so the kernel wrote the first `n` bytes of
+        // the spare capacity: they are initialised and directly follow the current contents.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
 }
 
 impl AsyncRead for SharedStream {
@@ -1005,20 +1020,19 @@ impl Connection {
     }
 }
 
-/// Reads what is available onto the end of `buf`, asking for `hint` bytes. The space is
-/// zero-filled before the read, so the hint adapts: twice what the last read returned, small for
-/// a request/response client, growing to [`READ_CHUNK`] for a streaming one.
+/// Reads what is available onto the end of `buf`, asking for `hint` bytes. The hint adapts, so
+/// the buffer a connection holds fits its traffic: twice what the last read returned, small for
+/// a request/response client (and an idle one), growing to [`READ_CHUNK`] for a streaming one.
+/// (Reserving a large MPUB's exact size up front measured slower: fresh megabyte allocations
+/// fault their pages in, where the growing buffer reuses warm ones.)
 async fn read_some(
     stream: &mut SharedStream,
     buf: &mut BytesMut,
     hint: &mut usize,
 ) -> std::io::Result<usize> {
-    let start = buf.len();
     let want = (*hint).clamp(INITIAL_READ_BUFFER, READ_CHUNK);
-    buf.resize(start + want, 0);
-    let result = stream.read(&mut buf[start..]).await;
+    let result = stream.read_into(buf, want).await;
     let n = *result.as_ref().unwrap_or(&0);
-    buf.truncate(start + n);
     *hint = (n * 2).clamp(INITIAL_READ_BUFFER, READ_CHUNK);
     result
 }

@@ -404,6 +404,17 @@ fn make_tcp_socket(addr: &SocketAddr) -> io::Result<Socket> {
 }
 
 impl TcpStream {
+    /// Like `AsyncRead::poll_read`, into memory that need not be initialised (a buffer's
+    /// spare capacity), so a large read costs no zero-filling first. On `Ready(Ok(n))` the
+    /// first `n` bytes of `buf` are initialised. (nsqd-uring patch.)
+    pub fn poll_read_uninit(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_read_uninit(cx, buf)
+    }
+
     /// Creates a TCP connection to the specified address.
     ///
     /// # Examples
