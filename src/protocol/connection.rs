@@ -29,9 +29,12 @@ use crate::settings::NSQD_VERSION;
 use crate::shard::Shard;
 use crate::shard::client::{ClientHandle, OUTPUT_HIGH_WATER};
 use crate::shard::client_meta;
+use crate::shard::output::Output;
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
+/// Most chunks one vectored write sends (a large message is two: header and body).
+const MAX_WRITE_SLICES: usize = 64;
 /// A new connection's read buffer starts small so idle connections stay cheap.
 const INITIAL_READ_BUFFER: usize = 1024;
 /// A connection waits for another core to apply this many of its channel actions before
@@ -199,6 +202,34 @@ impl SharedStream {
         unsafe { buf.set_len(buf.len() + n) };
         Ok(n)
     }
+
+    /// Writes everything in `out`: up to [`MAX_WRITE_SLICES`] chunks per `sendmsg(2)`, large
+    /// bodies straight from the stored messages. A full socket is waited for by glommio's own
+    /// write (with the write timeout), which then sends the first chunk.
+    async fn write_output(&mut self, out: &mut Output) -> io::Result<()> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{MsgFlags, sendmsg};
+        while !out.is_empty() {
+            let sent = sendmsg::<()>(
+                self.raw_fd(),
+                &out.slices(MAX_WRITE_SLICES),
+                &[],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                None,
+            );
+            let n = match sent {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => match self.write(out.first()).await? {
+                    0 => return Err(io::ErrorKind::WriteZero.into()),
+                    n => n,
+                },
+                Err(e) => return Err(e.into()),
+            };
+            out.advance(n);
+        }
+        Ok(())
+    }
 }
 
 impl AsyncRead for SharedStream {
@@ -231,7 +262,8 @@ impl AsyncWrite for SharedStream {
 
 /// Drains the connection's output to the socket until the connection closes.
 async fn write_loop(client: Rc<ClientHandle>, mut stream: SharedStream) {
-    let mut spare = BytesMut::new();
+    let mut spare = Output::default();
+    let mut plain = Vec::new();
     let mut wire = Vec::new();
     loop {
         client
@@ -255,35 +287,36 @@ async fn write_loop(client: Rc<ClientHandle>, mut stream: SharedStream) {
             futures_lite::future::or(glommio::timer::sleep(wait), urgent).await;
         }
         client.take_output(&mut spare);
-        let data: &[u8] = if client.transport.is_plain() {
-            &spare
+        stream.set_write_timeout(client.heartbeat());
+        client.set_writing(true);
+        let written = if client.transport.is_plain() {
+            stream.write_output(&mut spare).await
         } else {
+            plain.clear();
             wire.clear();
-            if let Err(e) = client.transport.encode(&spare, &mut wire) {
-                tracing::error!("client({}) cannot encode output: {e}", client.remote);
-                client.close();
-                break;
+            spare.drain_into(&mut plain);
+            match client.transport.encode(&plain, &mut wire) {
+                Ok(()) => stream.write_all(&wire).await,
+                Err(e) => {
+                    tracing::error!("client({}) cannot encode output: {e}", client.remote);
+                    client.set_writing(false);
+                    client.close();
+                    break;
+                }
             }
-            &wire
         };
-        if !data.is_empty() {
-            stream.set_write_timeout(client.heartbeat());
-            client.set_writing(true);
-            let written = stream.write_all(data).await;
-            client.set_writing(false);
-            if let Err(e) = written {
-                tracing::info!("client({}) write failed: {e}", client.remote);
-                client.close();
-                break;
-            }
+        client.set_writing(false);
+        if let Err(e) = written {
+            tracing::info!("client({}) write failed: {e}", client.remote);
+            client.close();
+            break;
         }
         // Whatever was taken has been written or handed to TLS: never take it twice.
         spare.clear();
-        if spare.capacity() > READ_CHUNK * 4 {
-            spare = BytesMut::new();
-        }
-        if wire.capacity() > READ_CHUNK * 4 {
-            wire = Vec::new();
+        for buf in [&mut plain, &mut wire] {
+            if buf.capacity() > READ_CHUNK * 4 {
+                *buf = Vec::new();
+            }
         }
         client.reader_wakeup.wake();
         if client.is_closing() && client.pending_output() == 0 {

@@ -36,14 +36,29 @@ pub fn put_error(out: &mut BytesMut, data: &[u8]) {
 
 /// Appends a message frame from its parts, without building the payload separately.
 pub fn put_message(out: &mut BytesMut, timestamp: i64, attempts: u16, id: &[u8; 16], body: &[u8]) {
-    let payload = 8 + 2 + 16 + body.len();
-    out.reserve(8 + payload);
+    out.reserve(MESSAGE_HEADER_LEN + body.len());
+    put_message_header(out, timestamp, attempts, id, body.len());
+    out.put_slice(body);
+}
+
+/// Bytes of a message frame before its body.
+pub const MESSAGE_HEADER_LEN: usize = 4 + 4 + 8 + 2 + 16;
+
+/// Appends everything of a message frame but its body, which the caller sends right after.
+pub fn put_message_header(
+    out: &mut BytesMut,
+    timestamp: i64,
+    attempts: u16,
+    id: &[u8; 16],
+    body_len: usize,
+) {
+    let payload = 8 + 2 + 16 + body_len;
+    out.reserve(MESSAGE_HEADER_LEN);
     out.put_i32(4 + payload as i32);
     out.put_i32(FRAME_TYPE_MESSAGE);
     out.put_i64(timestamp);
     out.put_u16(attempts);
     out.put_slice(id);
-    out.put_slice(body);
 }
 
 #[cfg(test)]

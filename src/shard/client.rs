@@ -8,8 +8,6 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-
 use crate::broker::message::Message;
 use crate::protocol::errors::ProtocolError;
 use crate::protocol::frame;
@@ -17,6 +15,7 @@ use crate::protocol::transport::Transport;
 use crate::wakeup::Wakeup;
 
 use super::client_meta::ClientMeta;
+use super::output::Output;
 
 /// Output above this many bytes pauses reading commands until the writer catches up.
 pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
@@ -36,7 +35,7 @@ pub struct ClientHandle {
     pub remote: SocketAddr,
     /// Unix seconds at accept.
     pub connect_ts: i64,
-    out: RefCell<BytesMut>,
+    out: RefCell<Output>,
     /// Wakes the writer when output appears or the connection closes.
     pub writer_wakeup: Wakeup,
     /// Wakes the reader when output drained below the high-water mark.
@@ -73,7 +72,7 @@ impl ClientHandle {
             id,
             remote,
             connect_ts: unix_seconds(),
-            out: RefCell::new(BytesMut::new()),
+            out: RefCell::new(Output::default()),
             writer_wakeup: Wakeup::default(),
             reader_wakeup: Wakeup::default(),
             closing: Cell::new(false),
@@ -113,7 +112,7 @@ impl ClientHandle {
         }
         let mut out = self.out.borrow_mut();
         let was_empty = out.is_empty();
-        frame::put_message(&mut out, msg.timestamp, msg.attempts, &msg.id, &msg.body);
+        out.push_message(msg);
         self.messages_pending.set(true);
         if flush || out.len() >= self.flush_at.get() {
             self.flush_now.set(true);
@@ -130,7 +129,7 @@ impl ClientHandle {
         if self.closing.get() {
             return;
         }
-        frame::put_response(&mut self.out.borrow_mut(), data);
+        frame::put_response(self.out.borrow_mut().tail(), data);
         self.flush_now.set(true);
         self.writer_wakeup.wake();
     }
@@ -140,7 +139,7 @@ impl ClientHandle {
         if self.closing.get() {
             return;
         }
-        frame::put_error(&mut self.out.borrow_mut(), &err.frame_data());
+        frame::put_error(self.out.borrow_mut().tail(), &err.frame_data());
         self.flush_now.set(true);
         if err.fatal {
             self.closing.set(true);
@@ -200,7 +199,7 @@ impl ClientHandle {
     }
 
     /// Swaps the pending output into `spare` (which must be empty) for the writer.
-    pub fn take_output(&self, spare: &mut BytesMut) {
+    pub fn take_output(&self, spare: &mut Output) {
         std::mem::swap(&mut *self.out.borrow_mut(), spare);
         self.flush_now.set(false);
         if self.messages_pending.replace(false) {

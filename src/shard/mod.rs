@@ -6,6 +6,7 @@ mod admin;
 pub mod client;
 pub mod client_meta;
 pub mod outbox;
+pub mod output;
 pub mod owner;
 pub mod registration;
 pub mod reply;
