@@ -34,7 +34,7 @@ use crate::shard::output::Output;
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
 /// Most chunks one vectored write sends (a large message is two: header and body).
-const MAX_WRITE_SLICES: usize = 64;
+const MAX_WRITE_SLICES: usize = 512;
 /// A new connection's read buffer starts small so idle connections stay cheap.
 const INITIAL_READ_BUFFER: usize = 1024;
 /// A connection waits for another core to apply this many of its channel actions before
