@@ -39,7 +39,8 @@ pub struct Settings {
     /// is for a topic of another core moves to that core (no mesh hop per command after).
     pub connection_affinity: bool,
     /// `--output-coalesce` (ours): the longest a busy consumer's message frames wait for later
-    /// frames to share one write (never longer than the client's `output_buffer_timeout`).
+    /// frames to share one write (never longer than the client's `output_buffer_timeout`); it
+    /// also caps how long a busy consumer's FINs gather before they are read.
     pub output_coalesce: Duration,
     /// Disk queues and nsqd.dat; `None` keeps everything in memory (unit tests, benches).
     pub disk: Option<DiskSettings>,

@@ -287,7 +287,7 @@ define_options! {
         help "move a plain connection to the core that owns the topic of its first PUB/MPUB/DPUB/SUB";
     output_coalesce: Duration = Duration::from_millis(1),
         flag "output-coalesce", key Some("output_coalesce"),
-        help "longest a busy consumer's message frames wait to share one write, within its output_buffer_timeout (0 = write as soon as the core is idle)";
+        help "longest a busy consumer's message frames wait to share one write, within its output_buffer_timeout, and cap on how long its FINs gather before they are read (0 = neither)";
 }
 
 /// The row for a command-line flag name (without dashes).
