@@ -13,6 +13,7 @@
 #           --broker-args "..."  extra broker flags (default --mem-queue-size=2000000)
 #           --no-build       use target/release as it is
 # Env:      NSQD             profile this nsqd-compatible binary instead of ours
+#           KEEP_FOLDED=1    keep NAME.folded (the collapsed stacks) too
 #
 # Needs perf (Debian: linux-perf) and inferno (cargo install inferno); both are installed here
 # when missing. Stacks are unwound with DWARF (--call-graph dwarf), so no special build is
@@ -103,7 +104,14 @@ wait "$BENCH_PID" || true
 perf script -i "$TMP/perf.data" 2>/dev/null | inferno-collapse-perf >"$OUT/$NAME.folded"
 inferno-flamegraph --title "$(basename "$BROKER_BIN"): nsq-bench $MODE $*" \
     <"$OUT/$NAME.folded" >"$OUT/$NAME.svg"
-perf report -i "$TMP/perf.data" --no-children --sort dso,symbol -g none --percent-limit 0.5 \
-    2>/dev/null | grep -v '^#' | grep -v '^$' >"$OUT/$NAME.top.txt" || true
+{
+    echo "# by binary (kernel = the kernel's share of the broker's CPU)"
+    perf report -i "$TMP/perf.data" --no-children --sort dso -g none 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | head -8
+    echo "# by symbol (0.5 % and up)"
+    perf report -i "$TMP/perf.data" --no-children --sort dso,symbol -g none --percent-limit 0.5 \
+        2>/dev/null | grep -v '^#' | grep -v '^$'
+} >"$OUT/$NAME.top.txt" || true
 echo "profile.sh: $OUT/$NAME.svg ($(wc -l <"$OUT/$NAME.folded") stacks); top symbols in $OUT/$NAME.top.txt"
+[ -z "${KEEP_FOLDED:-}" ] && rm -f "$OUT/$NAME.folded"
 cat "$OUT/$NAME.bench.txt"
