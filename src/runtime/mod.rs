@@ -1,6 +1,7 @@
 //! Starting and stopping the thread-per-core runtime: one pinned glommio executor per core,
 //! each with its own SO_REUSEPORT listener, joined by a channel mesh; signals; exit status.
 
+pub mod allocator;
 pub mod executor;
 pub mod limits;
 pub mod signals;
@@ -76,6 +77,7 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
     }
     limits::raise_memlock()?;
     limits::raise_nofile();
+    allocator::tune_malloc();
     signals::block_stop_signals().map_err(|e| format!("cannot block signals: {e}"))?;
     let addr = resolve("tcp-address", &config.tcp_address)?;
     let http_addr = match config.http_address.as_str() {
