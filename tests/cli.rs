@@ -164,3 +164,28 @@ fn default_addresses_match_nsqd() {
         assert!(out.contains(needle), "--help lacks {needle}:\n{out}");
     }
 }
+
+/// A port left with TIME_WAIT connections by another program, such as the nsqd this broker
+/// replaces (its listener sets SO_REUSEADDR, not SO_REUSEPORT), can be listened on at once,
+/// as Go's listeners allow.
+#[test]
+fn starts_on_ports_where_another_programs_connections_linger_in_time_wait() {
+    use std::io::Read;
+    let lingering = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        // The serving side closes first: its end stays in TIME_WAIT on `addr`.
+        drop(served);
+        let _ = client.read(&mut [0u8; 1]);
+        addr
+    };
+    let (tcp, http) = (lingering(), lingering());
+    let tcp_flag = format!("--tcp-address={tcp}");
+    let http_flag = format!("--http-address={http}");
+    let broker = Broker::try_start(&["--cores=2", &tcp_flag, &http_flag])
+        .unwrap_or_else(|e| panic!("could not listen on {tcp} / {http}: {e}"));
+    let mut p = broker.client();
+    p.publish(&unique("lingering"), b"x");
+}
