@@ -11,6 +11,7 @@
 # Options:  --quick  --out DIR  --duration D  --warmup D  --no-build  --help
 # Env:      NSQD         another nsqd-compatible binary to compare with (v1.3.0 for example)
 #           NSQ_TOOLS    directory with NSQ's bench_writer/bench_reader (default: beside $NSQD)
+#           NSQ_TOOL_REPS   runs of each NSQ tool per row, the median kept (default 3, 1 with --quick)
 #           BENCH_DURATION, BENCH_WARMUP   override the per-run durations (tests use tiny ones)
 #           NSQD_URING_BIN, NSQ_BENCH_BIN  use these binaries instead of target/release
 #
@@ -350,33 +351,46 @@ run_matrix() {
 }
 
 # NSQ's own bench_writer then bench_reader against the current broker: one CSV row each, with
-# the broker's CPU time from /proc around the run.
+# the broker's CPU time from /proc around the run. Each tool runs NSQ_TOOL_REPS times (3; 1 with
+# --quick), 1 s each on a topic of its own (so no queue outgrows memory), and the row is the
+# run with the median rate: a single 1 s run of either broker moved by up to 3x between runs.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 nsq_tools() {
-    local label="$1" cores="$2" tool topic="nsqtools$RUN" secs=1
-    for tool in bench_writer bench_reader; do
+    local label="$1" cores="$2" tool secs=1 reps rep
+    reps="${NSQ_TOOL_REPS:-$([ "$QUICK" = 1 ] && echo 1 || echo 3)}"
+    local topics=()
+    for rep in $(seq "$reps"); do
         RUN=$((RUN + 1))
-        local before after out rate cpu
-        before="$(cpu_ticks "$BROKER_PID")"
-        out="$(taskset -c "$(client_cpus "$cores")" "$TOOLS/$tool" --nsqd-tcp-address "$BROKER_ADDR" \
-            --topic "$topic" --runfor "${secs}s" --size 200 2>&1 | tail -1)" || true
-        after="$(cpu_ticks "$BROKER_PID")"
-        rate="$(echo "$out" | grep -o '[0-9.]*ops/s' | sed 's/ops.s//')" || true
-        if [ -z "$rate" ]; then
-            say "  $tool failed against $label: $out"
-            continue
-        fi
-        cpu="$(awk -v t=$((after - before)) -v r="$rate" -v s="$secs" \
+        topics+=("nsqtools$RUN")
+    done
+    for tool in bench_writer bench_reader; do
+        local runs=() before after out rate ticks
+        for topic in "${topics[@]}"; do
+            before="$(cpu_ticks "$BROKER_PID")"
+            out="$(taskset -c "$(client_cpus "$cores")" "$TOOLS/$tool" --nsqd-tcp-address "$BROKER_ADDR" \
+                --topic "$topic" --runfor "${secs}s" --size 200 2>&1 | tail -1)" || true
+            after="$(cpu_ticks "$BROKER_PID")"
+            rate="$(echo "$out" | grep -o '[0-9.]*ops/s' | sed 's/ops.s//')" || true
+            if [ -z "$rate" ]; then
+                say "  $tool failed against $label: $out"
+                continue
+            fi
+            runs+=("$rate $((after - before))")
+        done
+        [ "${#runs[@]}" -gt 0 ] || continue
+        # The median run by rate (the lower middle for an even count).
+        read -r rate ticks < <(printf '%s\n' "${runs[@]}" | sort -g | sed -n "$(((${#runs[@]} + 1) / 2))p")
+        local cpu mode=pub
+        cpu="$(awk -v t="$ticks" -v r="$rate" -v s="$secs" \
             'BEGIN { if (r > 0) printf "%.3f", t * 1e7 / (r * s) }')"
-        local mode=pub
         [ "$tool" = bench_reader ] && mode=sub
         # label,tag,mode,size,batch,connections,cores,topics,rate,pipeline,raw_reply,duration_s,
         # messages,msgs_per_s,mb_per_s,offered_per_s,p50..max(6),broker_cpu_s,cpu_ns_per_msg,...
         printf '%s,nsqtools,%s,200,200,1,%s,1,0,1,,%s,%.0f,%.0f,%.2f,%.0f,,,,,,,%.3f,%s,,,,0,0\n' \
             "$label" "$mode" "$cores" "$secs" "$(awk -v r="$rate" -v s="$secs" 'BEGIN{print r*s}')" \
             "$rate" "$(awk -v r="$rate" 'BEGIN{print r*200/1e6}')" "$rate" \
-            "$(awk -v t=$((after - before)) 'BEGIN{print t/100}')" "$cpu" >>"$CSV"
-        say "  $(printf '%-11s %-8s %-6s' "$label" nsqtools "$tool") -> ${rate%.*} msg/s"
+            "$(awk -v t="$ticks" 'BEGIN{print t/100}')" "$cpu" >>"$CSV"
+        say "  $(printf '%-11s %-8s %-6s' "$label" nsqtools "$tool") -> ${rate%.*} msg/s (median of ${#runs[@]}: $(printf '%s ' "${runs[@]%% *}" | sed 's/\.[0-9]*//g'))"
     done
 }
 
