@@ -285,7 +285,7 @@ define_options! {
     connection_affinity: bool = true,
         flag "connection-affinity", key Some("connection_affinity"),
         help "move a plain connection to the core that owns the topic of its first PUB/MPUB/DPUB/SUB";
-    output_coalesce: Duration = Duration::from_millis(1),
+    output_coalesce: Duration = crate::shard::client::DEFAULT_COALESCE,
         flag "output-coalesce", key Some("output_coalesce"),
         help "longest a busy consumer's message frames wait to share one write, within its output_buffer_timeout, and cap on how long its FINs gather before they are read (0 = neither)";
 }

@@ -29,7 +29,7 @@ use crate::settings::NSQD_VERSION;
 use crate::shard::Shard;
 use crate::shard::client::{ClientHandle, OUTPUT_HIGH_WATER};
 use crate::shard::client_meta;
-use crate::shard::output::Output;
+use crate::shard::output::{KEEP_CAPACITY, Output};
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -321,7 +321,7 @@ async fn write_loop(client: Rc<ClientHandle>, mut stream: SharedStream) {
         // Whatever was taken has been written or handed to TLS: never take it twice.
         spare.clear();
         for buf in [&mut plain, &mut wire] {
-            if buf.capacity() > READ_CHUNK * 4 {
+            if buf.capacity() > KEEP_CAPACITY {
                 *buf = Vec::new();
             }
         }
@@ -618,8 +618,9 @@ impl Connection {
                         if let Some(owner) = self.move_target(&cmd) {
                             return ReadEnd::MoveTo(owner, cmd);
                         }
-                        only_acks &= !answers(&cmd);
-                        if answers(&cmd) {
+                        let answered = answers(&cmd);
+                        only_acks &= !answered;
+                        if answered {
                             self.settle_channel_ops().await;
                         }
                         let flow = match PublishKind::split(cmd) {

@@ -13,6 +13,10 @@ use crate::protocol::frame;
 /// Message bodies at least this long are sent by reference instead of copied.
 pub const BODY_BY_REFERENCE: usize = 1024;
 
+/// A writer's buffer that grew beyond this during a burst is given back once written, so a
+/// connection does not keep a burst's worth of memory while it idles.
+pub const KEEP_CAPACITY: usize = 256 * 1024;
+
 /// Frames waiting for the writer, in order: sealed `chunks`, then the open `tail`.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -125,7 +129,7 @@ impl Output {
         self.chunks.clear();
         self.chunks_len = 0;
         self.tail.clear();
-        if self.tail.capacity() > 256 * 1024 {
+        if self.tail.capacity() > KEEP_CAPACITY {
             self.tail = BytesMut::new();
         }
     }
@@ -141,7 +145,7 @@ mod tests {
         m
     }
 
-    fn contiguous(out: &mut Output) -> Vec<u8> {
+    fn contiguous(out: &Output) -> Vec<u8> {
         let mut v = Vec::new();
         for s in out.slices(usize::MAX).iter() {
             v.extend_from_slice(s);
@@ -166,7 +170,7 @@ mod tests {
             frame::put_message(&mut expected, m.timestamp, m.attempts, &m.id, &m.body);
         }
         assert_eq!(out.len(), expected.len());
-        assert_eq!(contiguous(&mut out), expected.to_vec());
+        assert_eq!(contiguous(&out), expected.to_vec());
         // OK + small frame + header, body, header, body, the last small frame.
         assert_eq!(out.slices(usize::MAX).len(), 5);
         assert_eq!(out.first(), &expected[..out.first().len()]);
@@ -178,12 +182,12 @@ mod tests {
         let big = message(2000, b'x');
         out.push_message(&big);
         frame::put_response(out.tail(), b"OK");
-        let all = contiguous(&mut out);
+        let all = contiguous(&out);
         for step in [1, frame::MESSAGE_HEADER_LEN, 1999, 5] {
             let before = out.len();
             out.advance(step);
             assert_eq!(out.len(), before - step);
-            assert_eq!(contiguous(&mut out), all[all.len() - out.len()..].to_vec());
+            assert_eq!(contiguous(&out), all[all.len() - out.len()..].to_vec());
         }
         out.advance(out.len());
         assert!(out.is_empty());

@@ -125,8 +125,9 @@ impl TcpListener {
         let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
         let addr = socket2::SockAddr::from(addr);
         sk.set_reuse_port(true)?;
-        // nsqd-uring patch: as every Go listener (nsqd's included) does, so a restarted broker
-        // can bind its port while connections it closed linger in TIME_WAIT.
+        // nsqd-uring patch: as every Go listener (nsqd's included) does, so the port can be
+        // bound while another program's closed connections (without SO_REUSEPORT, such as
+        // those of the nsqd just stopped) linger in TIME_WAIT on it.
         sk.set_reuse_address(true)?;
         sk.bind(&addr)?;
         sk.listen(1024)?;
