@@ -209,8 +209,15 @@ if [ "$QUICK" = 1 ]; then
 fi
 [ "$NCPU" -ge 2 ] || CORES=(1)
 
-# sub preloads this much (bounded in bytes so 16 KiB messages stay modest).
-preload_count() { local n=$((100000000 / $1)); [ "$n" -gt 200000 ] && n=200000; echo "$n"; }
+# sub preloads this much: 400 MB or 1,000,000 messages, whichever is fewer (100 MB / 200,000
+# with --quick), so even 16 KiB messages take long enough to drain (~0.1 s) to be measured.
+preload_count() {
+    local budget=400000000 most=1000000 n
+    [ "$QUICK" = 1 ] && budget=100000000 most=200000
+    n=$((budget / $1))
+    [ "$n" -gt "$most" ] && n="$most"
+    echo "$n"
+}
 # Queue size for consuming runs: everything stays in memory on both brokers (nsqd would
 # otherwise spill to disk, which is not what these runs compare).
 BIG_QUEUE=2000000
@@ -332,7 +339,7 @@ run_matrix() {
             # Consuming a backlog that lives on disk (--mem-queue-size=0 on both brokers).
             say "--cores 1: consume from the disk queue"
             start_group 1 --mem-queue-size=0
-            each 1 disk sub --topic "disk$RUN" --size 200 --count "$([ "$QUICK" = 1 ] && echo 5000 || preload_count 200)"
+            each 1 disk sub --topic "disk$RUN" --size 200 --count "$([ "$QUICK" = 1 ] && echo 5000 || echo 200000)"
             stop_group
         fi
     done
