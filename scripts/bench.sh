@@ -11,7 +11,7 @@
 # Options:  --quick  --out DIR  --duration D  --warmup D  --no-build  --help
 # Env:      NSQD         another nsqd-compatible binary to compare with (v1.3.0 for example)
 #           NSQ_TOOLS    directory with NSQ's bench_writer/bench_reader (default: beside $NSQD)
-#           NSQ_TOOL_REPS   runs of each NSQ tool per row, the median kept (default 3, 1 with --quick)
+#           NSQ_TOOL_REPS   runs of each NSQ tool per row, the median kept (default 5, 1 with --quick)
 #           BENCH_DURATION, BENCH_WARMUP   override the per-run durations (tests use tiny ones)
 #           NSQD_URING_BIN, NSQ_BENCH_BIN  use these binaries instead of target/release
 #
@@ -358,13 +358,13 @@ run_matrix() {
 }
 
 # NSQ's own bench_writer then bench_reader against the current broker: one CSV row each, with
-# the broker's CPU time from /proc around the run. Each tool runs NSQ_TOOL_REPS times (3; 1 with
+# the broker's CPU time from /proc around the run. Each tool runs NSQ_TOOL_REPS times (5; 1 with
 # --quick), 1 s each on a topic of its own (so no queue outgrows memory), and the row is the
 # run with the median rate: a single 1 s run of either broker moved by up to 3x between runs.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 nsq_tools() {
     local label="$1" cores="$2" tool secs=1 reps rep
-    reps="${NSQ_TOOL_REPS:-$([ "$QUICK" = 1 ] && echo 1 || echo 3)}"
+    reps="${NSQ_TOOL_REPS:-$([ "$QUICK" = 1 ] && echo 1 || echo 5)}"
     local topics=()
     for rep in $(seq "$reps"); do
         RUN=$((RUN + 1))

@@ -36,6 +36,14 @@ pub enum ChannelOp {
     Leave,
 }
 
+impl ChannelOp {
+    /// FIN, REQ and TOUCH name an in-flight message and fail with an error frame when it is
+    /// not the sender's; these are the actions applied in runs.
+    pub fn may_fail(&self) -> bool {
+        matches!(self, Self::Finish(_) | Self::Requeue(..) | Self::Touch(_))
+    }
+}
+
 /// One PUB, MPUB or DPUB: bodies accepted together or not at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishCmd {

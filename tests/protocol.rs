@@ -767,6 +767,69 @@ on_both_core_counts!(in_flight_errors_precede_later_responses, |b: Broker| {
     }
 });
 
+/// FINs that arrive together are applied together (in runs of up to 64, locally or across
+/// the mesh); every one must still land, in order, with a failure in the middle answered and
+/// the freed RDY refilled.
+fn fin_runs_land_whole(b: &Broker, topic: &str) {
+    let topic = topic.to_string();
+    let bodies: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    let mut p = b.client();
+    p.mpub(
+        &topic,
+        &bodies.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    );
+    let mut c = b.consumer(&topic, "c", 100);
+    let mut seen = std::collections::HashSet::new();
+    let mut round: Vec<_> = (0..100).map(|_| c.expect_message()).collect();
+    for r in 0..3 {
+        let bogus = "ffffffffffffffff";
+        let mut fins = String::new();
+        for (i, m) in round.iter().enumerate() {
+            assert_eq!(m.attempts, 1, "round {r}: nothing redelivered");
+            assert!(seen.insert(m.body.clone()), "round {r}: delivered twice");
+            if i == 70 {
+                fins.push_str(&format!("FIN {bogus}\n"));
+            }
+            fins.push_str(&format!("FIN {}\n", m.id));
+        }
+        c.send(fins.as_bytes());
+        let (mut next, mut errors) = (Vec::new(), 0);
+        while errors == 0 || (r < 2 && next.len() < 100) {
+            match c.next() {
+                Frame::Message(m) => next.push(m),
+                Frame::Error(e) => {
+                    assert_eq!(
+                        e,
+                        format!("E_FIN_FAILED FIN {bogus} failed ID not in flight")
+                    );
+                    errors += 1;
+                }
+                other => panic!("round {r}: unexpected {other:?}"),
+            }
+        }
+        round = next;
+    }
+    assert_eq!(seen.len(), bodies.len());
+    c.expect_silence(Duration::from_millis(200));
+}
+
+on_both_core_counts!(
+    a_write_full_of_fins_frees_every_slot_and_answers_each_failure,
+    |b: Broker| {
+        fin_runs_land_whole(&b, &unique("finrun"));
+    }
+);
+
+#[test]
+fn fin_runs_from_another_core_land_whole() {
+    // Without connection affinity the consumer stays where it landed: one of these two
+    // topics is owned by the other core, so its FINs travel the mesh in runs.
+    let b = Broker::with_cores(2, &["--connection-affinity=false"]);
+    for owner in [0, 1] {
+        fin_runs_land_whole(&b, &unique_on_core("finmesh", owner, 2));
+    }
+}
+
 /// Message frames for a busy consumer wait (up to `--output-coalesce`, within the client's
 /// `output_buffer_timeout`) to share a write; a lone frame on a quiet connection, a frame that
 /// uses up the RDY, and anything followed by a response or error leave at once.

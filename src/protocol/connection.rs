@@ -47,6 +47,8 @@ const INITIAL_READ_BUFFER: usize = 1024;
 /// A connection waits for another core to apply this many of its channel actions before
 /// reading more (one barrier round trip per this many FIN/RDY/REQ/TOUCH).
 const MAX_REMOTE_OPS: u32 = 4096;
+/// At most this many FIN/REQ/TOUCH wait in [`Connection::local_ops`] to be applied together.
+const MAX_LOCAL_OPS: usize = 64;
 /// At most this many consecutive publishes travel as one batch.
 const MAX_PUBLISH_BATCH: usize = 256;
 /// The protocol magic for V2.
@@ -135,6 +137,7 @@ async fn run(
     shard.add_client(client.clone());
     let writer = glommio::spawn_local(write_loop(client.clone(), stream.clone()));
     let end = conn.read_loop(&mut stream, &mut buf, first).await;
+    conn.apply_local_ops();
     if let ReadEnd::MoveTo(owner, command) = end {
         client.detach();
         writer.await;
@@ -456,6 +459,9 @@ struct Connection {
     /// Channel actions sent to another core since the last barrier (bounds what one client can
     /// queue on the mesh, and lets the output high-water mark see the error frames they cause).
     remote_ops: u32,
+    /// FIN/REQ/TOUCH for a channel on this core, decoded but not applied yet: a read's worth
+    /// is applied together (one channel lookup and one delivery pass, not one per FIN).
+    local_ops: Vec<ChannelOp>,
     /// Inbound TLS/decompression state (plain until IDENTIFY negotiates otherwise).
     inbound: Inbound,
     /// Raw socket bytes when a layer sits between the socket and the decoder.
@@ -497,6 +503,7 @@ impl Connection {
             subscription: None,
             unsettled_ops: false,
             remote_ops: 0,
+            local_ops: Vec::new(),
             inbound: Inbound::default(),
             raw: BytesMut::new(),
             auth: ConnectionAuth::default(),
@@ -607,6 +614,7 @@ impl Connection {
         loop {
             loop {
                 if self.client.is_closing() {
+                    self.apply_local_ops();
                     return ReadEnd::Closed;
                 }
                 let decoded = match held.take() {
@@ -615,6 +623,13 @@ impl Connection {
                 };
                 match decoded {
                     Ok(Some(cmd)) => {
+                        let gathered = matches!(
+                            cmd,
+                            Command::Fin(_) | Command::Req { .. } | Command::Touch(_)
+                        );
+                        if !gathered {
+                            self.apply_local_ops();
+                        }
                         if let Some(owner) = self.move_target(&cmd) {
                             return ReadEnd::MoveTo(owner, cmd);
                         }
@@ -638,8 +653,12 @@ impl Connection {
                             self.settle_channel_ops().await;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        self.apply_local_ops();
+                        break;
+                    }
                     Err(DecodeError::LineTooLong) => {
+                        self.apply_local_ops();
                         tracing::error!(
                             "client({}) command line too long; closing",
                             self.client.remote
@@ -648,6 +667,7 @@ impl Connection {
                         return ReadEnd::Closed;
                     }
                     Err(DecodeError::Protocol(e)) => {
+                        self.apply_local_ops();
                         self.settle_channel_ops().await;
                         tracing::error!("client({}) {e}", self.client.remote);
                         self.client.push_error(&e);
@@ -822,19 +842,35 @@ impl Connection {
     }
 
     fn channel_op(&mut self, op: ChannelOp) -> Flow {
-        if let Some(sub) = &self.subscription {
-            let may_fail = matches!(
-                op,
-                ChannelOp::Finish(_) | ChannelOp::Requeue(..) | ChannelOp::Touch(_)
-            );
-            if sub.owner != self.shard.id {
-                self.unsettled_ops |= may_fail;
-                self.remote_ops += 1;
+        let Some(owner) = self.subscription.as_ref().map(|s| s.owner) else {
+            return Flow::Continue;
+        };
+        let may_fail = op.may_fail();
+        if owner == self.shard.id && may_fail {
+            self.local_ops.push(op);
+            if self.local_ops.len() >= MAX_LOCAL_OPS {
+                self.apply_local_ops();
             }
-            self.shard
-                .channel_op(sub.owner, self.client.id, op, self.read_at);
+            return Flow::Continue;
         }
+        self.apply_local_ops();
+        if owner != self.shard.id {
+            self.unsettled_ops |= may_fail;
+            self.remote_ops += 1;
+        }
+        self.shard
+            .channel_op(owner, self.client.id, op, self.read_at);
         Flow::Continue
+    }
+
+    /// Applies the FIN/REQ/TOUCH gathered in [`Connection::local_ops`]; called before any
+    /// other command is handled and before the connection waits or ends, so actions keep
+    /// their order and their failures answer before anything that follows them.
+    fn apply_local_ops(&mut self) {
+        if !self.local_ops.is_empty() {
+            self.shard
+                .local_channel_ops(self.client.id, &mut self.local_ops, self.read_at);
+        }
     }
 
     /// nsqd answers FIN/REQ/TOUCH failures before anything that follows them. When those went to

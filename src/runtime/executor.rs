@@ -126,9 +126,7 @@ pub async fn run_shard(plan: ShardPlan) {
                 while let Some(batch) = receiver.recv().await {
                     // One clock read per batch: the batch is handled without yielding.
                     let now = std::time::Instant::now();
-                    for msg in batch {
-                        shard.handle_mesh(peer, msg, now);
-                    }
+                    shard.handle_mesh_batch(peer, batch, now);
                 }
             })
             .detach();

@@ -27,7 +27,9 @@ use rustc_hash::FxHashMap;
 use crate::broker::channel::{ConsumerId, ConsumerInfo};
 use crate::broker::message::Message;
 use crate::broker::topic::Topic;
-use crate::mesh::{AdminError, ChannelOp, MeshMsg, PublishCmd, PublishOutcome, ReplyTo, owner_of};
+use crate::mesh::{
+    AdminError, ChannelOp, MeshBatch, MeshMsg, PublishCmd, PublishOutcome, ReplyTo, owner_of,
+};
 use crate::protocol::errors::ProtocolError;
 use crate::settings::Settings;
 use crate::stats::ShardStats;
@@ -225,6 +227,16 @@ impl Shard {
         }
     }
 
+    /// FIN/REQ/TOUCH/RDY of a connection subscribed to a topic this core owns, applied in
+    /// order and followed by one delivery pass (see [`Shard::apply_channel_ops`]).
+    pub fn local_channel_ops(&self, conn: u64, ops: &mut Vec<ChannelOp>, now: Instant) {
+        let consumer = ConsumerId {
+            shard: self.id,
+            conn,
+        };
+        self.apply_channel_ops(consumer, ops.drain(..), now);
+    }
+
     /// Sends a delivered message to its consumer, here or on its core (`flush`: write it
     /// without waiting for more, see [`ClientHandle::push_message`]).
     fn deliver(&self, consumer: ConsumerId, msg: &Message, flush: bool) {
@@ -264,6 +276,43 @@ impl Shard {
     /// Sampling roll: deliver iff `rand[0,100) <= rate`, as nsqd does.
     fn sample(&self, rate: i32) -> bool {
         self.rng.borrow_mut().gen_range(0..100) <= rate
+    }
+
+    /// Handles a batch from core `from`, received at `now`, in order. A run of one
+    /// connection's FIN/REQ/TOUCH is applied together, as from a local connection
+    /// ([`Shard::apply_channel_ops`]).
+    pub fn handle_mesh_batch(self: &Rc<Self>, from: usize, batch: MeshBatch, now: Instant) {
+        let mut run: Option<u64> = None;
+        let mut ops = Vec::new();
+        for msg in batch {
+            match msg {
+                MeshMsg::Channel { conn, op } if op.may_fail() => {
+                    if run.is_some_and(|c| c != conn) {
+                        self.apply_remote_run(from, run, &mut ops, now);
+                    }
+                    run = Some(conn);
+                    ops.push(op);
+                }
+                other => {
+                    self.apply_remote_run(from, run.take(), &mut ops, now);
+                    self.handle_mesh(from, other, now);
+                }
+            }
+        }
+        self.apply_remote_run(from, run, &mut ops, now);
+    }
+
+    fn apply_remote_run(
+        &self,
+        from: usize,
+        conn: Option<u64>,
+        ops: &mut Vec<ChannelOp>,
+        now: Instant,
+    ) {
+        if let Some(conn) = conn.filter(|_| !ops.is_empty()) {
+            let consumer = ConsumerId { shard: from, conn };
+            self.apply_channel_ops(consumer, ops.drain(..), now);
+        }
     }
 
     /// Handles one message that arrived from core `from` in a batch received at `now`.

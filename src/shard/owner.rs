@@ -109,7 +109,19 @@ impl Shard {
             self.leave_channel(consumer);
             return;
         }
-        // Borrowed, not cloned: this runs for every FIN and RDY.
+        self.apply_channel_ops(consumer, std::iter::once(op), now);
+    }
+
+    /// Applies a run of one consumer's RDY/FIN/REQ/TOUCH (no leave) in order, then delivers
+    /// what they made room for: the channel is looked up once and pumped once per run, not
+    /// per FIN. Failures answer in order, as nsqd's.
+    pub(super) fn apply_channel_ops(
+        &self,
+        consumer: ConsumerId,
+        ops: impl IntoIterator<Item = ChannelOp>,
+        now: Instant,
+    ) {
+        // Borrowed, not cloned: this runs for every read full of FINs.
         let subs = self.subscriptions.borrow();
         let mut topics = self.topics.borrow_mut();
         let channel = subs
@@ -117,26 +129,35 @@ impl Shard {
             .and_then(|(t, c)| topics.get_mut(t)?.channels.get_mut(c));
         let Some(ch) = channel else {
             // The channel is gone (deleted): in-flight actions fail as nsqd's would.
-            if let Some((code, cmd, id)) = failure_parts(&op) {
-                let text = [cmd.as_bytes(), b" ", &id, b" failed ID not in flight"].concat();
-                self.client_error(consumer, ProtocolError::non_fatal(code, text));
+            for op in ops {
+                if let Some((code, cmd, id)) = failure_parts(&op) {
+                    let text = [cmd.as_bytes(), b" ", &id, b" failed ID not in flight"].concat();
+                    self.client_error(consumer, ProtocolError::non_fatal(code, text));
+                }
             }
             return;
         };
-        let result = match &op {
-            ChannelOp::Ready(n) => {
-                ch.set_ready(consumer, *n);
-                Ok(())
+        for op in ops {
+            let result = match &op {
+                ChannelOp::Ready(n) => {
+                    ch.set_ready(consumer, *n);
+                    Ok(())
+                }
+                ChannelOp::Finish(id) => ch.finish(consumer, id),
+                ChannelOp::Requeue(id, ms) => {
+                    ch.requeue(consumer, id, Duration::from_millis(*ms), now)
+                }
+                ChannelOp::Touch(id) => ch.touch(consumer, id, now, self.settings.max_msg_timeout),
+                ChannelOp::Leave => {
+                    debug_assert!(false, "leave is applied on its own");
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                let (code, cmd, id) = failure_parts(&op).expect("only in-flight ops fail");
+                let text = [cmd.as_bytes(), b" ", &id, b" failed ", e.text().as_bytes()].concat();
+                self.client_error(consumer, ProtocolError::non_fatal(code, text));
             }
-            ChannelOp::Finish(id) => ch.finish(consumer, id),
-            ChannelOp::Requeue(id, ms) => ch.requeue(consumer, id, Duration::from_millis(*ms), now),
-            ChannelOp::Touch(id) => ch.touch(consumer, id, now, self.settings.max_msg_timeout),
-            ChannelOp::Leave => Ok(()),
-        };
-        if let Err(e) = result {
-            let (code, cmd, id) = failure_parts(&op).expect("only in-flight ops fail");
-            let text = [cmd.as_bytes(), b" ", &id, b" failed ", e.text().as_bytes()].concat();
-            self.client_error(consumer, ProtocolError::non_fatal(code, text));
         }
         self.pump_channel(ch, now);
     }
