@@ -669,55 +669,62 @@ mod tests {
         assert_eq!(ch.depth(), 1);
     }
 
-    #[test]
-    fn equal_consumers_alternate_and_the_closest_follows_leaves() {
-        let now = Instant::now();
+    /// Which consumer each delivery of one pump went to.
+    fn delivery_order(ch: &mut Channel, now: Instant) -> Vec<u64> {
+        pump_all(ch, now).iter().map(|(c, _)| *c).collect()
+    }
+
+    /// A channel with consumers `(conn, locality, rdy)` and `messages` queued.
+    fn channel_with(consumers: &[(u64, Locality, u64)], messages: u8) -> Channel {
         let mut ch = Channel::new("c");
-        for (conn, locality) in [
-            (1, Locality::Global),
-            (2, Locality::Global),
-            (3, Locality::Region),
-        ] {
+        for &(conn, locality, rdy) in consumers {
             let mut i = info(conn);
             i.locality = locality;
             ch.add_consumer(i, 0);
-            ch.set_ready(ConsumerId { shard: 0, conn }, 100);
+            ch.set_ready(ConsumerId { shard: 0, conn }, rdy);
         }
-        ch.set_ready(ConsumerId { shard: 0, conn: 3 }, 1);
-        for i in 0..5 {
+        for i in 0..messages {
             ch.put(msg(i), None, 10);
         }
+        ch
+    }
+
+    #[test]
+    fn equal_consumers_alternate_and_the_closest_follows_leaves() {
+        let now = Instant::now();
+        let mut ch = channel_with(
+            &[
+                (1, Locality::Global, 100),
+                (2, Locality::Global, 100),
+                (3, Locality::Region, 1),
+            ],
+            5,
+        );
         // The region consumer first (its one slot), then the two global ones in turn: a
         // ready global consumer must not end the search while a closer one is ready.
-        let order: Vec<u64> = pump_all(&mut ch, now).iter().map(|(c, _)| *c).collect();
+        let order = delivery_order(&mut ch, now);
         assert_eq!(order, vec![3, 1, 2, 1, 2]);
         // Once the region consumer leaves, the global ones still alternate.
         ch.remove_consumer(ConsumerId { shard: 0, conn: 3 });
         for i in 5..9 {
             ch.put(msg(i), None, 10);
         }
-        let order: Vec<u64> = pump_all(&mut ch, now).iter().map(|(c, _)| *c).collect();
+        let order = delivery_order(&mut ch, now);
         assert_eq!(order, vec![1, 2, 1, 2]);
     }
 
     #[test]
     fn closer_consumers_are_served_first() {
         let now = Instant::now();
-        let mut ch = Channel::new("c");
-        for (conn, locality) in [
-            (1, Locality::Global),
-            (2, Locality::Region),
-            (3, Locality::Zone),
-        ] {
-            let mut i = info(conn);
-            i.locality = locality;
-            ch.add_consumer(i, 0);
-            ch.set_ready(ConsumerId { shard: 0, conn }, 2);
-        }
-        for i in 0..6 {
-            ch.put(msg(i), None, 10);
-        }
-        let order: Vec<u64> = pump_all(&mut ch, now).iter().map(|(c, _)| *c).collect();
+        let mut ch = channel_with(
+            &[
+                (1, Locality::Global, 2),
+                (2, Locality::Region, 2),
+                (3, Locality::Zone, 2),
+            ],
+            6,
+        );
+        let order = delivery_order(&mut ch, now);
         assert_eq!(order, vec![3, 3, 2, 2, 1, 1]);
         assert_eq!(Locality::of("z", "r", "z", "x"), Locality::Zone);
         assert_eq!(Locality::of("z", "r", "y", "r"), Locality::Region);
