@@ -106,13 +106,13 @@ impl ClientHandle {
 
     /// Appends a message frame (attempts already incremented by the channel). `flush`: the
     /// consumer can take no more until it answers, so the frame must not wait for company.
-    pub fn push_message(&self, msg: &Message, flush: bool) {
+    pub fn push_message(&self, msg: &Message, flush: bool, now_ns: impl FnOnce() -> i64) {
         if self.closing.get() {
             return;
         }
         let mut out = self.out.borrow_mut();
         let was_empty = out.is_empty();
-        out.push_message(msg);
+        out.push_message(msg, now_ns);
         self.messages_pending.set(true);
         if flush || out.len() >= self.flush_at.get() {
             self.flush_now.set(true);

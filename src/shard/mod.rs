@@ -239,10 +239,16 @@ impl Shard {
 
     /// Sends a delivered message to its consumer, here or on its core (`flush`: write it
     /// without waiting for more, see [`ClientHandle::push_message`]).
-    fn deliver(&self, consumer: ConsumerId, msg: &Message, flush: bool) {
+    fn deliver(
+        &self,
+        consumer: ConsumerId,
+        msg: &Message,
+        flush: bool,
+        now_ns: impl FnOnce() -> i64,
+    ) {
         if consumer.shard == self.id {
             if let Some(c) = self.clients.borrow().get(&consumer.conn) {
-                c.push_message(msg, flush);
+                c.push_message(msg, flush, now_ns);
             }
         } else {
             self.outboxes.push(
@@ -348,7 +354,7 @@ impl Shard {
             }
             MeshMsg::Deliver { conn, msg, flush } => {
                 if let Some(c) = self.clients.borrow().get(&conn) {
-                    c.push_message(&msg, flush);
+                    c.push_message(&msg, flush, client::unix_nanos);
                 }
             }
             MeshMsg::SubscribeReply { token, result } => {

@@ -10,8 +10,17 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::broker::message::Message;
 use crate::protocol::frame;
 
-/// Message bodies at least this long are sent by reference instead of copied.
+/// Message bodies at least this long are sent by reference instead of copied...
 pub const BODY_BY_REFERENCE: usize = 1024;
+
+/// ...unless they are shorter than this and were published within [`FRESH_NS`]: a body that
+/// just arrived is still in cache, and copying it is cheaper than a reference count and two
+/// output chunks (pubsub of 1 KiB: −13 % CPU per message). A backlog's bodies are cold, and
+/// copying them would miss in cache before the kernel copies them again (sub of 1 KiB: +4–8 %).
+pub const FRESH_BODY_COPY: usize = 4096;
+
+/// How recently a body must have been published (Unix ns) to count as still in cache.
+pub const FRESH_NS: i64 = 5_000_000;
 
 /// A writer's buffer that grew beyond this during a burst is given back once written, so a
 /// connection does not keep a burst's worth of memory while it idles.
@@ -41,9 +50,13 @@ impl Output {
         &mut self.tail
     }
 
-    /// Appends a message frame, its body by reference when it is large.
-    pub fn push_message(&mut self, msg: &Message) {
-        if msg.body.len() < BODY_BY_REFERENCE {
+    /// Appends a message frame, its body by reference when it is large and not fresh;
+    /// `now_ns` (Unix ns) is asked only for bodies whose freshness decides.
+    pub fn push_message(&mut self, msg: &Message, now_ns: impl FnOnce() -> i64) {
+        let len = msg.body.len();
+        let copy = len < BODY_BY_REFERENCE
+            || (len < FRESH_BODY_COPY && now_ns().saturating_sub(msg.timestamp) < FRESH_NS);
+        if copy {
             frame::put_message(
                 &mut self.tail,
                 msg.timestamp,
@@ -145,6 +158,38 @@ mod tests {
         m
     }
 
+    /// A clock far past every test message's timestamp.
+    fn never_fresh() -> i64 {
+        i64::MAX
+    }
+
+    #[test]
+    fn fresh_mid_sized_bodies_are_copied_and_old_or_large_ones_referenced() {
+        let now = 1_000_000_000_000;
+        let mut out = Output::default();
+        let mut fresh = message(2000, b'f');
+        fresh.timestamp = now - FRESH_NS / 2;
+        out.push_message(&fresh, || now);
+        assert_eq!(
+            out.slices(usize::MAX).len(),
+            1,
+            "a fresh 2000-byte body is copied"
+        );
+        let mut stale = message(2000, b's');
+        stale.timestamp = now - 2 * FRESH_NS;
+        out.push_message(&stale, || now);
+        let mut large = message(FRESH_BODY_COPY, b'l');
+        large.timestamp = now;
+        out.push_message(&large, || now);
+        // The copied frame with the stale header, the stale body, the large header, its body.
+        assert_eq!(out.slices(usize::MAX).len(), 4);
+        let mut expected = BytesMut::new();
+        for m in [&fresh, &stale, &large] {
+            frame::put_message(&mut expected, m.timestamp, m.attempts, &m.id, &m.body);
+        }
+        assert_eq!(contiguous(&out), expected.to_vec());
+    }
+
     fn contiguous(out: &Output) -> Vec<u8> {
         let mut v = Vec::new();
         for s in out.slices(usize::MAX).iter() {
@@ -166,7 +211,7 @@ mod tests {
             (3, b'd'),
         ] {
             let m = message(len, fill);
-            out.push_message(&m);
+            out.push_message(&m, never_fresh);
             frame::put_message(&mut expected, m.timestamp, m.attempts, &m.id, &m.body);
         }
         assert_eq!(out.len(), expected.len());
@@ -180,7 +225,7 @@ mod tests {
     fn advance_drops_written_bytes_across_chunks() {
         let mut out = Output::default();
         let big = message(2000, b'x');
-        out.push_message(&big);
+        out.push_message(&big, never_fresh);
         frame::put_response(out.tail(), b"OK");
         let all = contiguous(&out);
         for step in [1, frame::MESSAGE_HEADER_LEN, 1999, 5] {
@@ -192,7 +237,7 @@ mod tests {
         out.advance(out.len());
         assert!(out.is_empty());
         let mut flat = Vec::new();
-        out.push_message(&big);
+        out.push_message(&big, never_fresh);
         out.drain_into(&mut flat);
         assert_eq!(flat, all[..flat.len()].to_vec());
         assert!(out.is_empty());

@@ -14,10 +14,18 @@ use crate::protocol::errors::{E_FIN_FAILED, E_REQ_FAILED, E_TOUCH_FAILED, Protoc
 
 impl Shard {
     pub(super) fn pump_channel(&self, channel: &mut Channel, now: Instant) {
+        // The wall clock, read at most once per pass and only if a body's freshness decides
+        // how it is written (see `output::FRESH_BODY_COPY`).
+        let unix_now = std::cell::Cell::new(None);
+        let now_ns = || {
+            let t = unix_now.get().unwrap_or_else(super::client::unix_nanos);
+            unix_now.set(Some(t));
+            t
+        };
         channel.pump(
             now,
             &mut |rate| self.sample(rate),
-            &mut |c, m, rdy_used_up| self.deliver(c, m, rdy_used_up),
+            &mut |c, m, rdy_used_up| self.deliver(c, m, rdy_used_up, now_ns),
         );
     }
 
