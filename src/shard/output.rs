@@ -13,10 +13,11 @@ use crate::protocol::frame;
 /// Message bodies at least this long are sent by reference instead of copied...
 pub const BODY_BY_REFERENCE: usize = 1024;
 
-/// ...unless they are shorter than this and were published within [`FRESH_NS`]: a body that
-/// just arrived is still in cache, and copying it is cheaper than a reference count and two
-/// output chunks (pubsub of 1 KiB: −13 % CPU per message). A backlog's bodies are cold, and
-/// copying them would miss in cache before the kernel copies them again (sub of 1 KiB: +4–8 %).
+/// ...unless they are shorter than this, were published within [`FRESH_NS`] and little output
+/// is waiting (under [`KEEP_CAPACITY`]): a body that just arrived is still in cache, and
+/// copying it is cheaper than a reference count and two output chunks (pubsub of 1 KiB: −13 %
+/// CPU per message). A backlog's bodies are cold, and copying them would miss in cache before
+/// the kernel copies them again (sub of 1 KiB: +4–8 %).
 pub const FRESH_BODY_COPY: usize = 4096;
 
 /// How recently a body must have been published (Unix ns) to count as still in cache.
@@ -54,8 +55,12 @@ impl Output {
     /// `now_ns` (Unix ns) is asked only for bodies whose freshness decides.
     pub fn push_message(&mut self, msg: &Message, now_ns: impl FnOnce() -> i64) {
         let len = msg.body.len();
+        // A fresh body is copied only while little is waiting: a consumer that is not reading
+        // would otherwise gather up to RDY × 4 KiB of copies (by reference, it holds headers).
         let copy = len < BODY_BY_REFERENCE
-            || (len < FRESH_BODY_COPY && now_ns().saturating_sub(msg.timestamp) < FRESH_NS);
+            || (len < FRESH_BODY_COPY
+                && self.len() < KEEP_CAPACITY
+                && now_ns().saturating_sub(msg.timestamp) < FRESH_NS);
         if copy {
             frame::put_message(
                 &mut self.tail,
@@ -188,6 +193,15 @@ mod tests {
             frame::put_message(&mut expected, m.timestamp, m.attempts, &m.id, &m.body);
         }
         assert_eq!(contiguous(&out), expected.to_vec());
+        // Behind a full buffer (a consumer not reading) a fresh body goes by reference too.
+        let mut backed_up = Output::default();
+        backed_up.tail().resize(KEEP_CAPACITY, b'x');
+        backed_up.push_message(&fresh, || now);
+        assert_eq!(
+            backed_up.slices(usize::MAX).len(),
+            2,
+            "buffer with header, body"
+        );
     }
 
     fn contiguous(out: &Output) -> Vec<u8> {
