@@ -898,12 +898,14 @@ fn large_and_small_messages_reach_a_slow_consumer_whole_and_in_order() {
     for cores in [1, 2] {
         let b = Broker::with_cores(cores, &[]);
         let topic = unique("large");
-        let bodies: Vec<Vec<u8>> = (0..40u8)
+        let bodies: Vec<Vec<u8>> = (0..60u8)
             .map(|i| {
-                let len = if i % 2 == 0 {
-                    600 * 1024 + i as usize
-                } else {
-                    10 + i as usize
+                // Large (by reference), small (copied) and 1–4 KiB (copied while fresh and
+                // little is waiting, else by reference): all three paths, interleaved.
+                let len = match i % 3 {
+                    0 => 600 * 1024 + i as usize,
+                    1 => 10 + i as usize,
+                    _ => 1024 + 70 * i as usize,
                 };
                 (0..len)
                     .map(|j| (j as u8).wrapping_mul(31).wrapping_add(i))
@@ -914,7 +916,7 @@ fn large_and_small_messages_reach_a_slow_consumer_whole_and_in_order() {
         for batch in bodies.chunks(8) {
             p.mpub(&topic, &batch.iter().map(Vec::as_slice).collect::<Vec<_>>());
         }
-        let mut c = b.consumer(&topic, "c", 40);
+        let mut c = b.consumer(&topic, "c", 60);
         // Not reading for a while: 12 MB is waiting, more than the socket buffers hold.
         std::thread::sleep(Duration::from_millis(300));
         for (i, body) in bodies.iter().enumerate() {
