@@ -867,10 +867,8 @@ impl Connection {
     /// other command is handled and before the connection waits or ends, so actions keep
     /// their order and their failures answer before anything that follows them.
     fn apply_local_ops(&mut self) {
-        if !self.local_ops.is_empty() {
-            self.shard
-                .local_channel_ops(self.client.id, &mut self.local_ops, self.read_at);
-        }
+        self.shard
+            .local_channel_ops(self.client.id, &mut self.local_ops, self.read_at);
     }
 
     /// nsqd answers FIN/REQ/TOUCH failures before anything that follows them. When those went to

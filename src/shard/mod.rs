@@ -227,14 +227,21 @@ impl Shard {
         }
     }
 
-    /// FIN/REQ/TOUCH/RDY of a connection subscribed to a topic this core owns, applied in
-    /// order and followed by one delivery pass (see [`Shard::apply_channel_ops`]).
+    /// FIN/REQ/TOUCH of a connection subscribed to a topic this core owns, applied in order
+    /// and followed by one delivery pass (see [`Shard::apply_channel_ops`]); `ops` is emptied.
     pub fn local_channel_ops(&self, conn: u64, ops: &mut Vec<ChannelOp>, now: Instant) {
         let consumer = ConsumerId {
             shard: self.id,
             conn,
         };
-        self.apply_channel_ops(consumer, ops.drain(..), now);
+        self.apply_op_run(consumer, ops, now);
+    }
+
+    /// Applies and empties a run of one consumer's actions, if there is one.
+    fn apply_op_run(&self, consumer: ConsumerId, ops: &mut Vec<ChannelOp>, now: Instant) {
+        if !ops.is_empty() {
+            self.apply_channel_ops(consumer, ops.drain(..), now);
+        }
     }
 
     /// Sends a delivered message to its consumer, here or on its core (`flush`: write it
@@ -288,37 +295,28 @@ impl Shard {
     /// connection's FIN/REQ/TOUCH is applied together, as from a local connection
     /// ([`Shard::apply_channel_ops`]).
     pub fn handle_mesh_batch(self: &Rc<Self>, from: usize, batch: MeshBatch, now: Instant) {
-        let mut run: Option<u64> = None;
+        // The run's connection; it has one while `ops` is not empty.
+        let mut run = ConsumerId {
+            shard: from,
+            conn: 0,
+        };
         let mut ops = Vec::new();
         for msg in batch {
             match msg {
                 MeshMsg::Channel { conn, op } if op.may_fail() => {
-                    if run.is_some_and(|c| c != conn) {
-                        self.apply_remote_run(from, run, &mut ops, now);
+                    if conn != run.conn {
+                        self.apply_op_run(run, &mut ops, now);
+                        run.conn = conn;
                     }
-                    run = Some(conn);
                     ops.push(op);
                 }
                 other => {
-                    self.apply_remote_run(from, run.take(), &mut ops, now);
+                    self.apply_op_run(run, &mut ops, now);
                     self.handle_mesh(from, other, now);
                 }
             }
         }
-        self.apply_remote_run(from, run, &mut ops, now);
-    }
-
-    fn apply_remote_run(
-        &self,
-        from: usize,
-        conn: Option<u64>,
-        ops: &mut Vec<ChannelOp>,
-        now: Instant,
-    ) {
-        if let Some(conn) = conn.filter(|_| !ops.is_empty()) {
-            let consumer = ConsumerId { shard: from, conn };
-            self.apply_channel_ops(consumer, ops.drain(..), now);
-        }
+        self.apply_op_run(run, &mut ops, now);
     }
 
     /// Handles one message that arrived from core `from` in a batch received at `now`.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::Shard;
 use super::reply::RemoteResult;
-use crate::broker::channel::{Channel, ConsumerId, ConsumerInfo};
+use crate::broker::channel::{Channel, ConsumerId, ConsumerInfo, InFlightError};
 use crate::broker::topic::Topic;
 use crate::mesh::{ChannelOp, PublishCmd, PublishOutcome};
 use crate::protocol::errors::{E_FIN_FAILED, E_REQ_FAILED, E_TOUCH_FAILED, ProtocolError};
@@ -137,11 +137,8 @@ impl Shard {
             .and_then(|(t, c)| topics.get_mut(t)?.channels.get_mut(c));
         let Some(ch) = channel else {
             // The channel is gone (deleted): in-flight actions fail as nsqd's would.
-            for op in ops {
-                if let Some((code, cmd, id)) = failure_parts(&op) {
-                    let text = [cmd.as_bytes(), b" ", &id, b" failed ID not in flight"].concat();
-                    self.client_error(consumer, ProtocolError::non_fatal(code, text));
-                }
+            for op in ops.into_iter().filter(ChannelOp::may_fail) {
+                self.answer_failure(consumer, &op, InFlightError::NotInFlight);
             }
             return;
         };
@@ -162,12 +159,17 @@ impl Shard {
                 }
             };
             if let Err(e) = result {
-                let (code, cmd, id) = failure_parts(&op).expect("only in-flight ops fail");
-                let text = [cmd.as_bytes(), b" ", &id, b" failed ", e.text().as_bytes()].concat();
-                self.client_error(consumer, ProtocolError::non_fatal(code, text));
+                self.answer_failure(consumer, &op, e);
             }
         }
         self.pump_channel(ch, now);
+    }
+
+    /// nsqd's non-fatal error for a FIN/REQ/TOUCH that failed: `<CMD> <id> failed <reason>`.
+    fn answer_failure(&self, consumer: ConsumerId, op: &ChannelOp, e: InFlightError) {
+        let (code, cmd, id) = failure_parts(op).expect("only in-flight ops fail");
+        let text = [cmd.as_bytes(), b" ", &id, b" failed ", e.text().as_bytes()].concat();
+        self.client_error(consumer, ProtocolError::non_fatal(code, text));
     }
 
     /// A consumer's connection closed: it leaves its channel, and an ephemeral channel left
