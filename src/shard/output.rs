@@ -71,15 +71,9 @@ impl Output {
             );
             return;
         }
-        frame::put_message_header(
-            &mut self.tail,
-            msg.timestamp,
-            msg.attempts,
-            &msg.id,
-            msg.body.len(),
-        );
+        frame::put_message_header(&mut self.tail, msg.timestamp, msg.attempts, &msg.id, len);
         self.seal();
-        self.chunks_len += msg.body.len();
+        self.chunks_len += len;
         self.chunks.push_back(msg.body.clone());
     }
 
