@@ -229,7 +229,11 @@ async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, S
             TcpStream::connect_timeout(addr, timeout).await
         };
         match attempt {
-            Ok(stream) => return Ok(stream),
+            Ok(stream) => {
+                // Go's default for every TCP connection, so nsqd's.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
             Err(e) => last = format!("connect {addr}: {e}"),
         }
     }
