@@ -34,6 +34,8 @@ pub mod stats;
 pub mod statsd;
 /// On-disk formats (go-diskqueue, nsqd.dat), the data-path lock, and disk queue IO.
 pub mod storage;
+/// The TCP socket options Go (so nsqd) sets on every connection.
+pub mod tcp_options;
 /// TLS configuration from the --tls-* flags.
 pub mod tls;
 /// Single-waiter wake-ups between tasks on one core.

@@ -890,9 +890,9 @@ fn busy_consumers_frames_share_writes_but_never_wait_needlessly() {
     assert!(t.elapsed() < quick, "unbuffered held {:?}", t.elapsed());
 }
 
-/// Accepted connections have TCP_NODELAY, as Go gives nsqd's. Without it, Nagle's algorithm
-/// holds a frame written while the previous one is still unacknowledged, and a consumer that
-/// has not written since (its kernel delays the ACK) got its second message ~40 ms late.
+// Accepted connections have TCP_NODELAY, as Go gives nsqd's. Without it, Nagle's algorithm
+// holds a frame written while the previous one is still unacknowledged, and a consumer that
+// has not written since (its kernel delays the ACK) got its second message ~40 ms late.
 on_both_core_counts!(second_message_not_held_for_an_ack, |b: Broker| {
     use std::time::Instant;
     // With Nagle the second message waited 38-40 ms in every attempt; without, well under
@@ -915,6 +915,33 @@ on_both_core_counts!(second_message_not_held_for_an_ack, |b: Broker| {
         "second message held {best:?}"
     );
 });
+
+/// Client connections, V2 and HTTP, carry Go's TCP keep-alive (15 s), as nsqd's do: a peer
+/// whose host vanished is found by the kernel even with heartbeats off.
+#[test]
+fn client_sockets_have_go_keepalive() {
+    use std::io::{Read, Write};
+    let b = Broker::with_cores(2, &[]);
+    let mut v2 = b.client();
+    v2.identify("{}");
+    let mut http = std::net::TcpStream::connect(b.http.expect("http")).unwrap();
+    http.set_read_timeout(Some(common::READ_TIMEOUT)).unwrap();
+    http.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut reply = [0u8; 64];
+    assert!(http.read(&mut reply).unwrap() > 0);
+    // /proc/net/tcp counts in USER_HZ, 100 per second on Linux.
+    let ticks_per_sec = 100;
+    for (server, client) in [(b.tcp, &v2.stream), (b.http.unwrap(), &http)] {
+        let (armed, ticks) = common::server_keepalive_timer(server, client)
+            .unwrap_or_else(|| panic!("no socket for {server} in /proc/net/tcp"));
+        assert!(armed, "{server}: no keep-alive timer");
+        assert!(
+            ticks <= 15 * ticks_per_sec,
+            "{server}: fires in {ticks} ticks"
+        );
+    }
+}
 
 /// Large bodies go out by reference (scatter-gather), small ones copied: a consumer that lets
 /// its socket fill up (so writes stop half-way and wait) still gets every frame whole and in

@@ -230,8 +230,7 @@ async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, S
         };
         match attempt {
             Ok(stream) => {
-                // Go's default for every TCP connection, so nsqd's.
-                let _ = stream.set_nodelay(true);
+                crate::tcp_options::apply_go_defaults(&stream);
                 return Ok(stream);
             }
             Err(e) => last = format!("connect {addr}: {e}"),

@@ -100,7 +100,7 @@ async fn connection(
     };
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_nodelay(true);
+    crate::tcp_options::apply_go_defaults(&stream);
     // nsqd's plain listener refuses everything when TLS is required everywhere.
     let refuse_plain = tls.is_none() && ctx.shared.options().tls_required == TlsRequired::All;
     let open = Open::new(ctx);

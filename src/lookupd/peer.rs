@@ -124,9 +124,7 @@ impl Peer {
             .map_err(|e| format!("connect {}: {e}", self.addr))?;
         let _ = conn.set_read_timeout(Some(DEADLINE));
         let _ = conn.set_write_timeout(Some(DEADLINE));
-        // Go's default, so nsqd's: the IDENTIFY written right after the magic is not held
-        // back for the magic's ACK.
-        let _ = conn.set_nodelay(true);
+        crate::tcp_options::apply_go_defaults(&conn);
         conn.write_all(wire::MAGIC_V1)
             .await
             .map_err(|e| e.to_string())?;

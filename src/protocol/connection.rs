@@ -62,9 +62,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, conn_id: u64) {
     tracing::info!("TCP: new client({remote})");
     let defaults = shard.settings.client_defaults.clone();
     let _ = stream.set_read_timeout(defaults.heartbeat_interval.map(|h| h * 2));
-    // As Go sets on every TCP connection, so nsqd's: without it, Nagle holds a frame written
-    // while the previous one is unacknowledged until the client's delayed ACK (~40 ms).
-    let _ = stream.set_nodelay(true);
+    crate::tcp_options::apply_go_defaults(&stream);
     let mut stream = stream;
     let buf = BytesMut::with_capacity(INITIAL_READ_BUFFER);
     let mut magic = [0u8; 4];

@@ -455,3 +455,23 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
 }
+
+/// The broker-side socket of the loopback connection `client` has to `server`, as
+/// `/proc/net/tcp` shows it: whether its keep-alive timer is armed, and in how many clock ticks
+/// it fires. `None` if the socket is not listed (not accepted yet).
+pub fn server_keepalive_timer(server: SocketAddr, client: &TcpStream) -> Option<(bool, u64)> {
+    let client_port = client.local_addr().ok()?.port();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port_of = |field: &str| u16::from_str_radix(field.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when ...
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, timer) = (fields.get(1)?, fields.get(2)?, fields.get(5)?);
+        if port_of(local)? != server.port() || port_of(remote)? != client_port {
+            return None;
+        }
+        let (kind, when) = timer.split_once(':')?;
+        // Timer kind 2 is the socket timer, which on an established socket is keep-alive.
+        Some((kind == "02", u64::from_str_radix(when, 16).ok()?))
+    })
+}
