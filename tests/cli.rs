@@ -189,3 +189,29 @@ fn starts_on_ports_where_another_programs_connections_linger_in_time_wait() {
     let mut p = broker.client();
     p.publish(&unique("lingering"), b"x");
 }
+
+/// Every listener (one per core for TCP and for HTTP, all on the same ports) has the kernel's
+/// `net.core.somaxconn` as its accept backlog, as Go's listeners do: a burst of connections
+/// after a restart waits in the queue instead of in SYN retries.
+#[test]
+fn listeners_queue_as_many_connections_as_the_kernel_allows() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("read somaxconn")
+        .trim()
+        .parse()
+        .expect("somaxconn is a number");
+    let broker = Broker::with_cores(2, &[]);
+    for addr in [broker.tcp, broker.http.expect("http")] {
+        // `ss` shows a listener's backlog in its Send-Q column.
+        let out = Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{}", addr.port())])
+            .output()
+            .expect("run ss (iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let backlogs: Vec<u32> = text
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(2)?.parse().ok())
+            .collect();
+        assert_eq!(backlogs, vec![somaxconn; 2], "{addr}: ss says\n{text}");
+    }
+}

@@ -90,6 +90,17 @@ impl FromRawFd for TcpListener {
     }
 }
 
+/// nsqd-uring patch: the accept queue Go gives every listener (nsqd's included), the
+/// kernel's `net.core.somaxconn` (4096 by default since Linux 5.4) instead of a fixed 1024, so
+/// a reconnect storm after a restart is queued, not dropped into SYN retries.
+fn listen_backlog() -> i32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(4096)
+}
+
 impl TcpListener {
     /// Creates a TCP listener bound to the specified address.
     ///
@@ -130,7 +141,7 @@ impl TcpListener {
         // those of the nsqd just stopped) linger in TIME_WAIT on it.
         sk.set_reuse_address(true)?;
         sk.bind(&addr)?;
-        sk.listen(1024)?;
+        sk.listen(listen_backlog())?;
         let listener = sk.into();
 
         Ok(TcpListener {
