@@ -68,7 +68,7 @@ impl Broker {
             all.push("--http-address=127.0.0.1:0".into());
         }
         // nsqd's default data path is the working directory, which parallel tests share.
-        let temp_data = (!has_flag(args, "data-path")).then(temp_dir);
+        let temp_data = (!has_flag(args, "data-path")).then(new_temp_path);
         if let Some(dir) = &temp_data {
             all.push(format!("--data-path={}", dir.display()));
         }
@@ -192,8 +192,36 @@ impl Drop for Broker {
     }
 }
 
-/// A fresh empty directory under the system temp dir.
-pub fn temp_dir() -> std::path::PathBuf {
+/// A fresh empty directory under the system temp dir, removed with everything in it when
+/// dropped (so test runs leave nothing behind).
+pub fn temp_dir() -> TempDir {
+    TempDir(new_temp_path())
+}
+
+/// A directory [`temp_dir`] made; derefs to its path.
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn new_temp_path() -> std::path::PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
