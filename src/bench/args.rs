@@ -47,6 +47,9 @@ pub enum Command {
     RawServer(LoadArgs),
     /// Draw SVG charts from a results CSV written by scripts/bench.sh.
     Plot(PlotArgs),
+    /// Print a topic name that nsqd-uring with --cores N places on core --core, so a run can
+    /// choose where its topic lives instead of leaving it to the name's hash.
+    TopicOnCore(TopicOnCoreArgs),
 }
 
 /// What the raw echo server sends back.
@@ -155,6 +158,23 @@ pub struct PlotArgs {
     /// The label of the broker under test (others are compared with it).
     #[arg(long, default_value = "nsqd-uring")]
     pub ours: String,
+}
+
+/// Options of the `topic-on-core` subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct TopicOnCoreArgs {
+    /// The name starts with this.
+    #[arg(long)]
+    pub prefix: String,
+    /// The name ends with this (for example `#ephemeral`).
+    #[arg(long, default_value = "")]
+    pub suffix: String,
+    /// The core that must own the topic (0-based).
+    #[arg(long)]
+    pub core: usize,
+    /// The broker's --cores.
+    #[arg(long)]
+    pub cores: usize,
 }
 
 /// Which load mode is running (for checks that differ by mode).
@@ -312,7 +332,7 @@ mod tests {
             | Command::Raw(a)
             | Command::Idle(a)
             | Command::RawServer(a) => a,
-            Command::Plot(_) => panic!("plot"),
+            Command::Plot(_) | Command::TopicOnCore(_) => panic!("not a load run"),
         }
     }
 

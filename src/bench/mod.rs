@@ -22,7 +22,7 @@ pub mod run;
 pub mod schedule;
 pub mod summary;
 
-use args::{Cli, Command, Mode};
+use args::{Cli, Command, Mode, TopicOnCoreArgs};
 
 /// Runs the parsed command; `Err` carries the message for a failure (exit status 1).
 pub fn main(cli: Cli) -> Result<(), String> {
@@ -31,6 +31,10 @@ pub fn main(cli: Cli) -> Result<(), String> {
             for path in plot::plot(&p)? {
                 println!("wrote {}", path.display());
             }
+            return Ok(());
+        }
+        Command::TopicOnCore(t) => {
+            println!("{}", topic_on_core(&t)?);
             return Ok(());
         }
         Command::Pub(a) => (Mode::Pub, a),
@@ -69,4 +73,56 @@ pub fn main(cli: Cli) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The first `<prefix><n><suffix>` (n = 0, 1, ...) that nsqd-uring with `cores` cores places
+/// on core `core`.
+pub fn topic_on_core(t: &TopicOnCoreArgs) -> Result<String, String> {
+    if t.core >= t.cores.max(1) {
+        return Err(format!(
+            "--core {} is not below --cores {}",
+            t.core, t.cores
+        ));
+    }
+    (0..10_000)
+        .map(|n| format!("{}{n}{}", t.prefix, t.suffix))
+        .find(|name| crate::mesh::owner_of(name, t.cores) == t.core)
+        .ok_or_else(|| {
+            format!(
+                "no name {}<n>{} lands on core {}",
+                t.prefix, t.suffix, t.core
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_on_core_names_a_topic_that_core_owns() {
+        for cores in 1..=4 {
+            for core in 0..cores {
+                let args = TopicOnCoreArgs {
+                    prefix: "c7_".into(),
+                    suffix: "#ephemeral".into(),
+                    core,
+                    cores,
+                };
+                let name = topic_on_core(&args).unwrap();
+                assert!(
+                    name.starts_with("c7_") && name.ends_with("#ephemeral"),
+                    "{name}"
+                );
+                assert_eq!(crate::mesh::owner_of(&name, cores), core);
+            }
+        }
+        let beyond = TopicOnCoreArgs {
+            prefix: "x".into(),
+            suffix: String::new(),
+            core: 2,
+            cores: 2,
+        };
+        assert!(topic_on_core(&beyond).is_err());
+    }
 }
