@@ -369,6 +369,17 @@ run_matrix() {
     fi
 }
 
+# create_channel ADDR TOPIC CHANNEL: SUB over protocol V2 (bash's /dev/tcp), wait for the OK,
+# disconnect; the channel stays, as nsqd keeps a non-ephemeral channel without consumers.
+create_channel() {
+    local host="${1%:*}" port="${1##*:}" reply
+    exec 3<>"/dev/tcp/$host/$port"
+    printf '  V2SUB %s %s\n' "$2" "$3" >&3
+    reply="$(timeout 5 head -c 10 <&3 | tail -c 2)" || true
+    exec 3<&- 3>&-
+    [ "$reply" = OK ] || say "  could not create channel $2/$3 on $1 (reply: $reply)"
+}
+
 # NSQ's own bench_writer then bench_reader against the current broker: one CSV row each, with
 # the broker's CPU time from /proc around the run. Each tool runs NSQ_TOOL_REPS times (5; 1 with
 # --quick), 1 s each on a topic of its own (so no queue outgrows memory), and the row is the
@@ -381,6 +392,11 @@ nsq_tools() {
     for rep in $(seq "$reps"); do
         RUN=$((RUN + 1))
         topics+=("nsqtools$RUN")
+        # bench_reader's channel exists before bench_writer publishes, so the writer's
+        # messages go straight to it. Without it a topic holds them until the reader's SUB
+        # creates the channel, and the reader's 1 s window paid for moving the writer's whole
+        # backlog (1.9M messages from a fast writer) into the channel.
+        create_channel "$BROKER_ADDR" "nsqtools$RUN" ch
     done
     for tool in bench_writer bench_reader; do
         local runs=() before after out rate ticks
