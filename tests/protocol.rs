@@ -896,9 +896,10 @@ fn busy_consumers_frames_share_writes_but_never_wait_needlessly() {
 on_both_core_counts!(second_message_not_held_for_an_ack, |b: Broker| {
     use std::time::Instant;
     // With Nagle the second message waited 38-40 ms in every attempt; without, well under
-    // 1 ms. The best of three attempts is judged, so one scheduling hiccup cannot fail it.
+    // 1 ms. The best of five attempts is judged, so scheduling hiccups on a loaded machine
+    // cannot fail it.
     let mut best = Duration::MAX;
-    for attempt in 0..3 {
+    for attempt in 0..5 {
         let topic = unique(&format!("nodelay{attempt}_"));
         let mut c = b.consumer(&topic, "c", 10);
         let mut p = b.client();
