@@ -373,7 +373,10 @@ run_matrix() {
 # disconnect; the channel stays, as nsqd keeps a non-ephemeral channel without consumers.
 create_channel() {
     local host="${1%:*}" port="${1##*:}" reply
-    exec 3<>"/dev/tcp/$host/$port"
+    if ! exec 3<>"/dev/tcp/$host/$port"; then
+        say "  could not connect to $1 to create channel $2/$3"
+        return 0
+    fi
     printf '  V2SUB %s %s\n' "$2" "$3" >&3
     reply="$(timeout 5 head -c 10 <&3 | tail -c 2)" || true
     exec 3<&- 3>&-
