@@ -23,7 +23,7 @@ pub struct Broker {
     pub http: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
     /// The `--data-path` this helper created (removed on drop), if the test gave none.
-    pub temp_data: Option<std::path::PathBuf>,
+    pub temp_data: Option<TempDir>,
 }
 
 /// Path of the broker binary under test.
@@ -68,7 +68,8 @@ impl Broker {
             all.push("--http-address=127.0.0.1:0".into());
         }
         // nsqd's default data path is the working directory, which parallel tests share.
-        let temp_data = (!has_flag(args, "data-path")).then(new_temp_path);
+        // Removed when dropped: with the broker, or here if it does not start.
+        let temp_data = (!has_flag(args, "data-path")).then(temp_dir);
         if let Some(dir) = &temp_data {
             all.push(format!("--data-path={}", dir.display()));
         }
@@ -186,9 +187,8 @@ impl Drop for Broker {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Some(dir) = &self.temp_data {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        // The broker is gone: its data directory goes with `temp_data`.
+        self.temp_data.take();
     }
 }
 
