@@ -14,7 +14,6 @@ fn run(args: &[&str]) -> (i32, String, String) {
         .current_dir(&cwd)
         .output()
         .expect("run nsqd");
-    let _ = std::fs::remove_dir_all(&cwd);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -131,7 +130,6 @@ fn low_locked_memory_limit_is_raised_or_explained() {
         ])
         .args(["--tcp-address=127.0.0.1:0", "--cores=2"])
         .output();
-    let _ = std::fs::remove_dir_all(&cwd);
     let Ok(out) = out else {
         eprintln!("prlimit unavailable; skipped");
         return;

@@ -168,7 +168,6 @@ fn restart_with_backlog_in_memory_in_flight_deferred_and_on_disk_loses_nothing()
         }
     }
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A go-diskqueue reader written from the format description, independent of the broker.
@@ -281,7 +280,6 @@ fn data_directory_is_in_nsqd_format_and_rolls_at_max_bytes_per_file() {
             .contains("ephemeral")
     }));
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Writes queue `name` as go-diskqueue would: segments 0 and 1 and a meta file reading from the
@@ -343,7 +341,6 @@ fn nsqd_written_data_directory_loads_with_ids_and_attempts() {
         assert_eq!((m.id.as_str(), m.timestamp, m.attempts), (id, ts, attempts));
     }
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -376,7 +373,6 @@ fn corrupt_segment_is_renamed_bad_and_the_rest_delivered() {
     );
     assert!(b.log().contains(".bad"), "{}", b.log());
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -389,7 +385,6 @@ fn second_broker_on_the_same_data_path_fails_with_nsqds_lock_error() {
         .expect("refused");
     assert!(err.contains("cannot flock directory"), "{err}");
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -401,7 +396,6 @@ fn unparseable_nsqd_dat_is_fatal_with_nsqds_message() {
         .err()
         .expect("refused");
     assert!(err.contains("failed to parse metadata in "), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -480,7 +474,6 @@ fn durable_ack_kill_9_during_a_publish_storm_loses_no_acknowledged_message() {
     }
     eprintln!("durable-ack kill -9: sent {sent}, acked {acked}, recovered {recovered}");
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The PID of the broker started with `arg` (found through /proc, as the helper keeps it).
@@ -554,7 +547,6 @@ fn full_disk_refuses_publishes_keeps_earlier_messages_and_recovers() {
     }
     assert!(got.contains_key(&b"after-recovery-0000000000000"[..]));
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -603,7 +595,6 @@ fn nsqd_dat_is_rewritten_when_topics_and_channels_are_created_so_kill_9_keeps_th
         }
     }
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn http_post(b: &Broker, path: &str) -> u16 {
@@ -684,7 +675,6 @@ fn pause_state_survives_a_restart() {
         assert_eq!(c.expect_message().body, b"held");
     }
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn queue_files(dir: &Path, name: &str) -> Vec<String> {
@@ -751,7 +741,6 @@ fn empty_and_delete_remove_disk_queues_and_update_nsqd_dat() {
         text.contains(r#""name":"keep""#) && !text.contains(r#""name":"drop""#)
     }));
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Whether this process runs as root (a private mount namespace and a tmpfs need it).
@@ -965,8 +954,6 @@ fn read_only_disk_while_serving_refuses_what_needs_the_disk_and_recovers() {
     );
     assert_eq!(missing, 0, "acknowledged messages lost");
     drop(b);
-    let _ = std::fs::remove_dir_all(&seed);
-    let _ = std::fs::remove_dir_all(&mount);
 }
 
 /// Bodies of exactly 100 bytes, so that each record takes 130 bytes on disk.
@@ -1090,7 +1077,6 @@ fn segments_damaged_while_serving_are_skipped_renamed_bad_and_counted() {
     let got = drain(&b, &topic, "c", 1, Duration::from_secs(10));
     assert!(got.contains_key(&b"still serving"[..]));
     drop(b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn bad_path_exists(segment: &Path) -> bool {

@@ -1080,7 +1080,6 @@ fn sigterm_under_load_then_restart_loses_no_acknowledged_message() {
     );
     assert_eq!(twice, 0);
     drop(b);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// nsqd skips invalid topic and channel names when it loads nsqd.dat; a corrupt or hand-edited
@@ -1108,7 +1107,6 @@ fn nsqd_dat_with_a_path_in_a_topic_name_writes_nothing_outside_the_data_path() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n != "data")
         .collect();
-    let _ = std::fs::remove_dir_all(&root);
     assert!(
         outside.is_empty(),
         "files written outside --data-path: {outside:?}"

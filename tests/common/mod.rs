@@ -195,7 +195,13 @@ impl Drop for Broker {
 /// A fresh empty directory under the system temp dir, removed with everything in it when
 /// dropped (so test runs leave nothing behind).
 pub fn temp_dir() -> TempDir {
-    TempDir(new_temp_path())
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = unique(&format!("nsqd-data-{}-{nanos}-", std::process::id()));
+    let dir = std::env::temp_dir().join(name);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    TempDir(dir)
 }
 
 /// A directory [`temp_dir`] made; derefs to its path.
@@ -219,16 +225,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn new_temp_path() -> std::path::PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let name = unique(&format!("nsqd-data-{}-{nanos}-", std::process::id()));
-    let dir = std::env::temp_dir().join(name);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
 }
 
 /// Whether this build serves HTTP (until it does, a non-default `--http-address` is refused
