@@ -10,6 +10,8 @@ pub mod auth;
 pub mod bench;
 /// The message model: messages and IDs, topics, channels (no IO).
 pub mod broker;
+/// JSON decoded with Go's leniency (bad UTF-8 and lone surrogates become U+FFFD).
+pub mod go_json;
 /// nsqd's HTTP API and Prometheus `/metrics`, served by hyper on every core.
 pub mod http;
 /// nsqd-shaped log lines through tracing.

@@ -236,6 +236,9 @@ pub struct ShardStats {
     pub health_error: Option<String>,
     /// Connections served by this shard (empty without `include_clients`).
     pub clients: Vec<ClientStats>,
+    /// Delivery figures of consumers in channels the filter left out, by connection ID:
+    /// nsqd shows them on a producer that also consumes, whatever the filter.
+    pub unlisted_counts: Vec<(u64, DeliveryCounts)>,
     /// Connection and mesh figures.
     pub figures: ShardFigures,
 }
@@ -266,6 +269,8 @@ pub struct NodeStats {
     pub topic_filter: Option<String>,
     /// Home-side connection records by ID.
     pub clients: BTreeMap<u64, ClientStats>,
+    /// Delivery figures of consumers the filter left out, by connection ID.
+    pub unlisted_counts: BTreeMap<u64, DeliveryCounts>,
     /// Per-core figures, by core index.
     pub shards: Vec<ShardFigures>,
     /// The first storage failure a shard reported (nsqd's unhealthy state).
@@ -278,6 +283,7 @@ impl NodeStats {
         let mut topics = Vec::new();
         let mut found = false;
         let mut clients = BTreeMap::new();
+        let mut unlisted_counts = BTreeMap::new();
         let mut shards = Vec::with_capacity(parts.len());
         let mut health_error = None;
         for part in parts {
@@ -287,6 +293,7 @@ impl NodeStats {
             for c in part.clients {
                 clients.insert(c.conn, c);
             }
+            unlisted_counts.extend(part.unlisted_counts);
             shards.push(part.figures);
         }
         topics.sort_by(|a, b| a.name.cmp(&b.name));
@@ -296,6 +303,7 @@ impl NodeStats {
             include_clients: filter.include_clients,
             topic_filter: filter.topic.clone(),
             clients,
+            unlisted_counts,
             shards,
             health_error,
         }
@@ -361,7 +369,14 @@ impl NodeStats {
             .filter(|c| !c.pub_counts.is_empty())
             .map(|c| match consumers.get(&c.conn) {
                 Some(consumer) => self.consumer_view(consumer),
-                None => self.home_view(c),
+                None => ClientView {
+                    counts: self
+                        .unlisted_counts
+                        .get(&c.conn)
+                        .copied()
+                        .unwrap_or_default(),
+                    ..self.home_view(c)
+                },
             })
             .collect();
         (!list.is_empty()).then_some(list)

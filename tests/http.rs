@@ -458,6 +458,72 @@ fn tcp_traffic_shows_in_stats() {
     }
 }
 
+/// Go's JSON decoder turns bytes that are not UTF-8, and unpaired surrogate escapes, into
+/// U+FFFD: nsqd accepts such an IDENTIFY, and `/stats` shows the repaired strings.
+#[test]
+fn identify_strings_that_are_not_utf8_are_repaired_as_go_does() {
+    let b = broker(1, &[]);
+    let http = Http::new(&b);
+    let mut c = b.client();
+    c.with_body(
+        "IDENTIFY",
+        b"{\"client_id\":\"bad\xffid\",\"user_agent\":\"ua\\ud83d/1\"}",
+    );
+    c.expect_ok();
+    let topic = unique("utf8");
+    c.sub(&topic, "ch");
+    let ch = http.wait_channel(&topic, "ch", |ch| ch["client_count"] == 1);
+    assert_eq!(ch["clients"][0]["client_id"], "bad\u{fffd}id");
+    assert_eq!(ch["clients"][0]["user_agent"], "ua\u{fffd}/1");
+}
+
+/// nsqd keeps a connection's delivery figures on the connection, so a producer that also
+/// consumes shows them in `producers` whatever the topic or channel filter.
+#[test]
+fn a_consuming_producer_keeps_its_figures_under_any_filter() {
+    for cores in CORES {
+        let b = broker(cores, &[]);
+        let http = Http::new(&b);
+        for topic in topics_on_both_cores("both") {
+            let mut c = b.client();
+            c.identify(r#"{"client_id":"both"}"#);
+            c.sub(&topic, "ch");
+            c.publish(&topic, b"to myself");
+            c.line("RDY 3");
+            let _held = c.expect_message();
+            let other = format!("{topic}-other");
+            assert_eq!(
+                http.post(&format!("/topic/create?topic={other}"), b"")
+                    .status,
+                200
+            );
+            for filter in [
+                format!("&topic={other}"),
+                format!("&topic={topic}&channel=nope"),
+                format!("&topic={topic}"),
+                String::new(),
+            ] {
+                let stats = http.stats(&filter);
+                let p = stats["producers"]
+                    .as_array()
+                    .and_then(|ps| ps.iter().find(|p| p["client_id"] == "both"))
+                    .unwrap_or_else(|| panic!("{filter}: producer listed: {stats}"))
+                    .clone();
+                assert_eq!(
+                    (
+                        &p["ready_count"],
+                        &p["in_flight_count"],
+                        &p["message_count"]
+                    ),
+                    (&3.into(), &1.into(), &1.into()),
+                    "{filter}: {p}"
+                );
+                assert_eq!(p["state"], 3, "{filter}");
+            }
+        }
+    }
+}
+
 #[test]
 fn pause_unpause_and_empty_with_live_consumers() {
     for cores in CORES {

@@ -89,7 +89,7 @@ fn int_field(obj: &Map<String, Value>, name: &str, bits: u32) -> Result<i64, Pro
 
 /// Decodes the IDENTIFY body; any JSON or type error is nsqd's `IDENTIFY failed to decode JSON body`.
 pub fn parse_identify(body: &[u8]) -> Result<IdentifyRequest, ProtocolError> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| decode_error())?;
+    let value: Value = crate::go_json::from_slice(body).map_err(|_| decode_error())?;
     let obj = match value {
         Value::Object(o) => o,
         Value::Null => Map::new(),

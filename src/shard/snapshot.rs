@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::Shard;
-use crate::broker::channel::Channel;
+use crate::broker::channel::{Channel, Consumer};
 use crate::broker::latency::merged_stats;
 use crate::broker::topic::Topic;
 use crate::mesh::{MeshMsg, ReplyTo};
@@ -73,11 +73,18 @@ impl Shard {
         } else {
             Vec::new()
         };
+        let narrowed = filter.topic.is_some() || filter.channel.is_some() || !filter.include_topics;
+        let unlisted_counts = if filter.include_clients && narrowed {
+            unlisted_counts(&topics, &topic_stats)
+        } else {
+            Vec::new()
+        };
         ShardStats {
             topics: topic_stats,
             topic_found,
             health_error: self.disk.as_ref().and_then(|d| d.registry.health_error()),
             clients,
+            unlisted_counts,
             figures: self.figures(&topics),
         }
     }
@@ -99,6 +106,26 @@ impl Shard {
             mesh_batch_sizes: mesh.batch_size_histogram(),
         }
     }
+}
+
+/// The delivery figures of every consumer of `topics` that `listed` does not show.
+fn unlisted_counts(
+    topics: &std::collections::HashMap<String, Topic>,
+    listed: &[TopicStats],
+) -> Vec<(u64, DeliveryCounts)> {
+    let shown: rustc_hash::FxHashSet<u64> = listed
+        .iter()
+        .flat_map(|t| &t.channels)
+        .flat_map(|c| &c.consumers)
+        .map(|c| c.conn)
+        .collect();
+    topics
+        .values()
+        .flat_map(|t| t.channels.values())
+        .flat_map(|c| c.consumers())
+        .filter(|k| !shown.contains(&k.info.id.conn))
+        .map(|k| (k.info.id.conn, delivery_counts(k)))
+        .collect()
 }
 
 /// A topic's stats, or `None` when the channel filter excludes it (nsqd leaves out topics
@@ -145,13 +172,7 @@ fn channel_stats(c: &Channel, include_clients: bool, now: Instant) -> ChannelSta
                     sample_rate: k.info.sample_rate,
                     auth: None,
                 },
-                counts: DeliveryCounts {
-                    ready_count: k.ready_count,
-                    in_flight_count: k.in_flight_count,
-                    message_count: k.message_count,
-                    finish_count: k.finish_count,
-                    requeue_count: k.requeue_count,
-                },
+                counts: delivery_counts(k),
             })
             .collect()
     } else {
@@ -170,5 +191,16 @@ fn channel_stats(c: &Channel, include_clients: bool, now: Instant) -> ChannelSta
         paused: c.paused,
         consumers,
         e2e_processing_latency: c.latency().map(|w| w.stats(now)),
+    }
+}
+
+/// A consumer's delivery figures as `/stats` shows them.
+fn delivery_counts(k: &Consumer) -> DeliveryCounts {
+    DeliveryCounts {
+        ready_count: k.ready_count,
+        in_flight_count: k.in_flight_count,
+        message_count: k.message_count,
+        finish_count: k.finish_count,
+        requeue_count: k.requeue_count,
     }
 }

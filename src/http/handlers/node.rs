@@ -78,7 +78,7 @@ pub(super) async fn config(ctx: &HttpContext, mut call: Call, put: bool) -> Repl
         match opt.as_str() {
             "nsqlookupd_tcp_addresses" => {
                 let addrs: Option<Vec<String>> =
-                    serde_json::from_slice(&body).map_err(|_| INVALID_VALUE)?;
+                    crate::go_json::from_slice(&body).map_err(|_| INVALID_VALUE)?;
                 let addrs = addrs.unwrap_or_default();
                 // Removed peers are dropped and new ones connected (and sent every
                 // registration) by the lookupd task on the first core.
