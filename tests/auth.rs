@@ -271,6 +271,12 @@ fn auth_error_texts() {
     first(&|c| c.with_body("MPUB pubt", &mpub_body(&[b"a"])), "MPUB");
     first(&|c| c.with_body("DPUB pubt 10", b"m"), "DPUB");
     first(&|c| c.line("SUB subt ch"), "SUB");
+    // nsqd authorizes an MPUB before reading its body, and a PUB after: with a bad body too,
+    // the MPUB gets the AUTH error and the PUB the body's.
+    first(&|c| c.with_body("MPUB pubt", &[0, 0, 0, 0]), "MPUB");
+    let mut c = b.client();
+    c.with_body("PUB pubt", b"");
+    c.expect_error("E_BAD_MESSAGE PUB invalid message body size 0");
     // After SUB's own checks (a bad name is reported before auth).
     let mut c = b.client();
     c.line("SUB bad! ch");
@@ -295,6 +301,15 @@ fn permissions_allow_and_deny_by_unanchored_regex() {
     expect_auth_ok(&mut c, "s");
     c.with_body("MPUB other", &mpub_body(&[b"a"]));
     c.expect_error(r#"E_UNAUTHORIZED AUTH failed for MPUB on "other" """#);
+    // A bad body does not hide the refusal (nsqd asks before reading it).
+    let mut c = b.client();
+    expect_auth_ok(&mut c, "s");
+    c.with_body("MPUB other", &[0, 0, 0, 0]);
+    c.expect_error(r#"E_UNAUTHORIZED AUTH failed for MPUB on "other" """#);
+    let mut c = b.client();
+    expect_auth_ok(&mut c, "s");
+    c.with_body("MPUB pubmany", &[0, 0, 0, 0]);
+    c.expect_error("E_BAD_BODY MPUB invalid message count 0");
     let mut c = b.client();
     expect_auth_ok(&mut c, "s");
     c.with_body("DPUB other 5", b"m");

@@ -458,6 +458,40 @@ fn tcp_traffic_shows_in_stats() {
     }
 }
 
+/// nsqd creates an MPUB's topic before it reads the body, so a refused MPUB body leaves the
+/// topic behind (a bad PUB body does not: nsqd reads it first).
+#[test]
+fn a_refused_mpub_body_still_creates_its_topic() {
+    for cores in CORES {
+        let b = broker(cores, &[]);
+        let http = Http::new(&b);
+        for topic in topics_on_both_cores("badmpub") {
+            let mut c = b.client();
+            c.with_body(&format!("MPUB {topic}"), &[0, 0, 0, 0]);
+            c.expect_error("E_BAD_BODY MPUB invalid message count 0");
+            c.expect_closed();
+            let listed = http.topic(&topic).expect("the topic exists");
+            assert_eq!(listed["message_count"], 0);
+
+            // Cut off by the end of the stream, after the count.
+            let cut_off = format!("{topic}-eof");
+            let mut c = b.client();
+            c.send(format!("MPUB {cut_off}\n").as_bytes());
+            c.send(&[0, 0, 0, 20, 0, 0, 0, 2]);
+            c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+            c.expect_error("E_BAD_MESSAGE MPUB failed to read message(0) body size");
+            assert!(http.topic(&cut_off).is_some(), "{cut_off} exists");
+
+            let not_made = format!("{topic}-pub");
+            let mut c = b.client();
+            c.with_body(&format!("PUB {not_made}"), b"");
+            c.expect_error("E_BAD_MESSAGE PUB invalid message body size 0");
+            c.expect_closed();
+            assert!(http.topic(&not_made).is_none(), "a bad PUB creates nothing");
+        }
+    }
+}
+
 /// Go's JSON decoder turns bytes that are not UTF-8, and unpaired surrogate escapes, into
 /// U+FFFD: nsqd accepts such an IDENTIFY, and `/stats` shows the repaired strings.
 #[test]

@@ -333,7 +333,7 @@ proptest! {
                     prop_assert!(before >= MAX_LINE_LEN);
                     break;
                 }
-                Err(DecodeError::Protocol(e)) => {
+                Err(DecodeError::Protocol(e)) | Err(DecodeError::MpubBody { error: e, .. }) => {
                     prop_assert!(e.fatal, "decode errors are all fatal: {}", e);
                     break;
                 }
@@ -372,9 +372,11 @@ proptest! {
             }
             Ok(Some(other)) => prop_assert!(false, "MPUB decoded as {:?}", other),
             Ok(None) => prop_assert!(!eof, "EOF must end a short MPUB with an error"),
-            Err(DecodeError::Protocol(e)) => {
+            Err(DecodeError::MpubBody { topic, error: e }) => {
+                prop_assert_eq!(topic, "t");
                 prop_assert!(e.code == E_BAD_BODY || e.code == E_BAD_MESSAGE, "{}", e);
             }
+            Err(DecodeError::Protocol(e)) => prop_assert!(false, "body errors name the topic: {}", e),
             Err(DecodeError::LineTooLong) => prop_assert!(false, "line is short"),
         }
     }

@@ -122,6 +122,15 @@ pub enum DecodeError {
     Protocol(ProtocolError),
     /// The line exceeded nsqd's 16 KiB read buffer: drop the connection without a frame.
     LineTooLong,
+    /// An MPUB with a valid topic name and a bad or cut-off body. nsqd authorizes the MPUB
+    /// and creates its topic before it reads the body, so the connection does the same before
+    /// sending this fatal error (or the authorization's instead).
+    MpubBody {
+        /// The MPUB's topic.
+        topic: String,
+        /// The body's error.
+        error: ProtocolError,
+    },
 }
 
 impl From<ProtocolError> for DecodeError {
@@ -498,6 +507,19 @@ fn mpub(ctx: &DecodeContext, params: &[&[u8]], reader: &mut BodyReader) -> SpanR
         return Err(ProtocolError::invalid("MPUB insufficient number of parameters").into());
     }
     let topic = check_topic("MPUB", params[1], true)?;
+    match mpub_bodies(ctx, reader) {
+        Ok(Some(bodies)) => Ok(Some(Command::Mpub { topic, bodies })),
+        Ok(None) => Ok(None),
+        Err(DecodeError::Protocol(error)) => Err(DecodeError::MpubBody { topic, error }),
+        Err(other) => Err(other),
+    }
+}
+
+/// An MPUB's body: outer size, count, then each message's size and bytes.
+fn mpub_bodies(
+    ctx: &DecodeContext,
+    reader: &mut BodyReader,
+) -> Result<Option<Vec<Span>>, DecodeError> {
     let bad_body = |t: String| DecodeError::from(ProtocolError::fatal(E_BAD_BODY, t));
     let bad_msg = |t: String| DecodeError::from(ProtocolError::fatal(E_BAD_MESSAGE, t));
     let size = read_or!(
@@ -552,7 +574,7 @@ fn mpub(ctx: &DecodeContext, params: &[&[u8]], reader: &mut BodyReader) -> SpanR
         );
         bodies.push(body);
     }
-    Ok(Some(Command::Mpub { topic, bodies }))
+    Ok(Some(bodies))
 }
 
 /// Reads an IDENTIFY/AUTH body (`E_BAD_BODY`, too big checked before ≤0).
@@ -620,6 +642,10 @@ mod tests {
     fn err_text(r: DecodeResult) -> String {
         match r {
             Err(DecodeError::Protocol(e)) => String::from_utf8_lossy(&e.frame_data()).into_owned(),
+            Err(DecodeError::MpubBody { topic, error }) => {
+                assert_eq!(topic, "t", "the MPUB's topic comes with its body error");
+                String::from_utf8_lossy(&error.frame_data()).into_owned()
+            }
             other => panic!("expected error, got {other:?}"),
         }
     }

@@ -24,7 +24,7 @@ use super::identify::{self, ClientSettings, Features};
 use super::transport::{Compression, Inbound, TransportError};
 use crate::auth::{ConnectionAuth, Peer};
 use crate::broker::channel::{ConsumerId, ConsumerInfo, Locality};
-use crate::mesh::{ChannelOp, MeshMsg, PublishCmd};
+use crate::mesh::{AdminOp, ChannelOp, MeshMsg, PublishCmd};
 use crate::settings::NSQD_VERSION;
 use crate::shard::Shard;
 use crate::shard::client::{ClientHandle, OUTPUT_HIGH_WATER};
@@ -674,6 +674,14 @@ impl Connection {
                         self.client.push_error(&e);
                         return ReadEnd::Closed;
                     }
+                    Err(DecodeError::MpubBody { topic, error }) => {
+                        self.apply_local_ops();
+                        self.settle_channel_ops().await;
+                        let e = self.refuse_mpub_body(&topic, error).await;
+                        tracing::error!("client({}) {e}", self.client.remote);
+                        self.client.push_error(&e);
+                        return ReadEnd::Closed;
+                    }
                 }
             }
             if eof {
@@ -999,6 +1007,24 @@ impl Connection {
     }
 
     /// nsqd's `CheckAuth` before SUB and each publish: nothing to do with auth disabled.
+    /// The error for an MPUB whose body is bad, after what nsqd does before reading a body:
+    /// the authorization (whose error wins) and creating the topic.
+    async fn refuse_mpub_body(&mut self, topic: &str, error: ProtocolError) -> ProtocolError {
+        if let Err(denied) = self.check_auth("MPUB", topic, "").await {
+            return denied;
+        }
+        let create = AdminOp::CreateTopic {
+            topic: topic.to_string(),
+        };
+        if self.shard.admin(create).await.is_err() {
+            tracing::debug!(
+                "client({}) MPUB topic {topic} not created",
+                self.client.remote
+            );
+        }
+        error
+    }
+
     async fn check_auth(
         &mut self,
         cmd: &str,
