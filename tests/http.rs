@@ -293,7 +293,8 @@ fn publish_errors_match_nsqd() {
             .assert_error(413, "MSG_TOO_BIG");
         http.post("/pub?topic=t", &[b'x'; 16]).assert_ok_text();
         let deferred = unique("deferred");
-        for bad in ["abc", "-1", "10001"] {
+        // 9223372036855 ms overflows Go's nanosecond product to a negative duration.
+        for bad in ["abc", "-1", "10001", "9223372036855"] {
             http.post(&format!("/pub?topic={deferred}&defer={bad}"), b"x")
                 .assert_error(400, "INVALID_DEFER");
         }
@@ -302,6 +303,9 @@ fn publish_errors_match_nsqd() {
             "nsqd creates the topic before it checks defer"
         );
         http.post(&format!("/pub?topic={deferred}&defer=10000"), b"x")
+            .assert_ok_text();
+        // ... and this one wraps into range, so nsqd takes it (deferred by under a millisecond).
+        http.post(&format!("/pub?topic={deferred}&defer=18446744073710"), b"x")
             .assert_ok_text();
 
         http.post("/mpub", b"x")

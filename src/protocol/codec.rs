@@ -308,6 +308,13 @@ macro_rules! read_or {
     };
 }
 
+/// `time.Duration(ms) * time.Millisecond` as Go computes it: nanoseconds, wrapping on overflow.
+/// nsqd range-checks DPUB, REQ and HTTP `defer` timeouts after this product, so a huge value
+/// can wrap into range (and is then used as wrapped).
+pub fn go_millis_to_nanos(ms: i64) -> i64 {
+    ms.wrapping_mul(1_000_000)
+}
+
 /// nsqd's `ByteToBase10`: ASCII digits only (empty = 0), wrapping on overflow.
 pub fn byte_to_base10(b: &[u8]) -> Option<u64> {
     let mut n: u64 = 0;
@@ -395,14 +402,14 @@ fn req(ctx: &DecodeContext, params: &[&[u8]]) -> Result<Command<Span>, DecodeErr
     let raw = byte_to_base10(params[2]).ok_or_else(|| {
         ProtocolError::invalid([b"REQ could not parse timeout ", params[2]].concat())
     })?;
-    let asked = raw as i64;
+    let asked = go_millis_to_nanos(raw as i64);
     let max = ctx.limits.max_req_timeout_ms;
     let (timeout_ms, clamped_from) = if asked < 0 {
-        (0, Some(asked))
-    } else if asked > max {
-        (max as u64, Some(asked))
+        (0, Some(asked / 1_000_000))
+    } else if asked > go_millis_to_nanos(max) {
+        (max as u64, Some(asked / 1_000_000))
     } else {
-        (asked as u64, None)
+        ((asked / 1_000_000) as u64, None)
     };
     Ok(Command::Req {
         id,
@@ -485,10 +492,10 @@ fn dpub(ctx: &DecodeContext, params: &[&[u8]], reader: &mut BodyReader) -> SpanR
     let raw = byte_to_base10(params[2]).ok_or_else(|| {
         ProtocolError::invalid([b"DPUB could not parse timeout ", params[2]].concat())
     })?;
-    let ms = raw as i64;
-    if ms < 0 || ms > ctx.limits.max_req_timeout_ms {
+    let nanos = go_millis_to_nanos(raw as i64);
+    if nanos < 0 || nanos > go_millis_to_nanos(ctx.limits.max_req_timeout_ms) {
         return Err(ProtocolError::invalid(format!(
-            "DPUB timeout {ms} out of range 0-{}",
+            "DPUB timeout {raw} out of range 0-{}",
             ctx.limits.max_req_timeout_ms
         ))
         .into());
@@ -496,7 +503,7 @@ fn dpub(ctx: &DecodeContext, params: &[&[u8]], reader: &mut BodyReader) -> SpanR
     Ok(
         message_body(ctx, "DPUB", reader)?.map(|body| Command::Dpub {
             topic,
-            defer_ms: raw,
+            defer_ms: (nanos / 1_000_000) as u64,
             body,
         }),
     )
@@ -882,6 +889,31 @@ mod tests {
             err_text(decode_all(b"DPUB t 3600001\n", s)),
             "E_INVALID DPUB timeout 3600001 out of range 0-3600000"
         );
+        // Go multiplies by a millisecond before the range check: the value is printed as sent,
+        // and one that wraps into range is taken (as wrapped: well under a millisecond here).
+        assert_eq!(
+            err_text(decode_all(b"DPUB t 18446744073709551615\n", s)),
+            "E_INVALID DPUB timeout 18446744073709551615 out of range 0-3600000"
+        );
+        for wraps in [
+            &b"DPUB t 18446744073710\n"[..],
+            b"DPUB t 9223372036854775808\n",
+        ] {
+            let line = [wraps, &[0, 0, 0, 1, b'x']].concat();
+            match decode_all(&line, s) {
+                Ok(Some(Command::Dpub { defer_ms, .. })) => assert_eq!(defer_ms, 0),
+                other => panic!("{other:?}"),
+            }
+        }
+        // REQ clamps instead: a product that wraps negative is a zero timeout.
+        let id = "0123456789abcdef";
+        match decode_all(
+            format!("REQ {id} 9223372036855\n").as_bytes(),
+            ClientState::Subscribed,
+        ) {
+            Ok(Some(Command::Req { timeout_ms, .. })) => assert_eq!(timeout_ms, 0),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

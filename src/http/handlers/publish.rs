@@ -9,6 +9,7 @@ use crate::http::query::{Query, bool_param};
 use crate::http::response;
 use crate::http::server::HttpContext;
 use crate::mesh::{AdminOp, PublishCmd};
+use crate::protocol::codec::go_millis_to_nanos;
 use crate::protocol::names::is_valid_name;
 
 const MSG_TOO_BIG: ApiError = ApiError(StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG");
@@ -33,8 +34,10 @@ pub(super) async fn publish(ctx: &HttpContext, mut call: Call) -> Reply {
     let topic = topic_param(&query)?;
     let defer_ms = match query.get("defer") {
         None => 0,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(ms) if (0..=limits.max_req_timeout_ms).contains(&ms) => ms as u64,
+        Some(raw) => match raw.parse::<i64>().map(go_millis_to_nanos) {
+            Ok(ns) if (0..=go_millis_to_nanos(limits.max_req_timeout_ms)).contains(&ns) => {
+                (ns / 1_000_000) as u64
+            }
             _ => {
                 // nsqd has already created the topic when it looks at `defer`.
                 create_topic(ctx, &topic).await?;
