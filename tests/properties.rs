@@ -86,7 +86,7 @@ fn encode(cmd: &Command, crlf: bool) -> Vec<u8> {
             clamped_from,
         } => {
             let asked = match clamped_from {
-                Some(a) => (*a as u64).to_string(),
+                Some(a) => a.to_string(),
                 None => timeout_ms.to_string(),
             };
             line(&mut out, &[b"REQ", id, asked.as_bytes()])
@@ -118,13 +118,14 @@ fn req() -> impl Strategy<Value = Command> {
     let max = Limits::default().max_req_timeout_ms;
     let asked = prop_oneof![0..=max as u64, any::<u64>()];
     (wire_id(), asked).prop_map(move |(id, raw)| {
-        let signed = raw as i64;
-        let (timeout_ms, clamped_from) = if signed < 0 {
-            (0, Some(signed))
-        } else if signed > max {
-            (max as u64, Some(signed))
+        // Go's time.Duration(raw) * time.Millisecond: int64 nanoseconds, wrapping.
+        let nanos = (raw as i64).wrapping_mul(1_000_000);
+        let (timeout_ms, clamped_from) = if nanos < 0 {
+            (0, Some(raw))
+        } else if nanos > max * 1_000_000 {
+            (max as u64, Some(raw))
         } else {
-            (raw, None)
+            ((nanos / 1_000_000) as u64, None)
         };
         Command::Req {
             id,

@@ -100,11 +100,12 @@ pub enum Command<B = Bytes> {
     Rdy(u64),
     /// FIN id.
     Fin(MessageIdBytes),
-    /// REQ id timeout (already clamped to `0..=max_req_timeout`), plus whether it was clamped.
+    /// REQ id timeout (already clamped to `0..=max_req_timeout`), plus the timeout as sent
+    /// when it was clamped.
     Req {
         id: MessageIdBytes,
         timeout_ms: u64,
-        clamped_from: Option<i64>,
+        clamped_from: Option<u64>,
     },
     /// TOUCH id.
     Touch(MessageIdBytes),
@@ -405,9 +406,9 @@ fn req(ctx: &DecodeContext, params: &[&[u8]]) -> Result<Command<Span>, DecodeErr
     let asked = go_millis_to_nanos(raw as i64);
     let max = ctx.limits.max_req_timeout_ms;
     let (timeout_ms, clamped_from) = if asked < 0 {
-        (0, Some(asked / 1_000_000))
+        (0, Some(raw))
     } else if asked > go_millis_to_nanos(max) {
-        (max as u64, Some(asked / 1_000_000))
+        (max as u64, Some(raw))
     } else {
         ((asked / 1_000_000) as u64, None)
     };
