@@ -25,8 +25,10 @@ pub struct RegistrationState {
     precreate: RefCell<Vec<String>>,
 }
 
-/// The events that turn `old` into `new`, in nsqd's order: a new topic before its channels; a
-/// deleted topic before its channels.
+/// The events that turn `old` into `new`: a new topic before its channels; a deleted topic
+/// after its channels. nsqlookupd treats channels still registered when their topic is
+/// unregistered as a client error (`unexpected UNREGISTER` warnings in its log), and nsqd's
+/// deleted channels in practice reach it first.
 pub fn diff(old: &RegistrySet, new: &RegistrySet) -> Vec<LookupdEvent> {
     let mut events = Vec::new();
     let empty = BTreeSet::new();
@@ -47,10 +49,10 @@ pub fn diff(old: &RegistrySet, new: &RegistrySet) -> Vec<LookupdEvent> {
     }
     for (topic, channels) in old {
         if !new.contains_key(topic) {
-            events.push(LookupdEvent::Unregister(Registration::topic(topic)));
             for c in channels {
                 events.push(LookupdEvent::Unregister(Registration::channel(topic, c)));
             }
+            events.push(LookupdEvent::Unregister(Registration::topic(topic)));
         }
     }
     events
@@ -240,9 +242,9 @@ mod tests {
                 LookupdEvent::Unregister(reg("kept", Some("a"))),
                 LookupdEvent::Register(reg("new", None)),
                 LookupdEvent::Register(reg("new", Some("x"))),
-                LookupdEvent::Unregister(reg("gone", None)),
                 LookupdEvent::Unregister(reg("gone", Some("c1"))),
                 LookupdEvent::Unregister(reg("gone", Some("c2"))),
+                LookupdEvent::Unregister(reg("gone", None)),
             ]
         );
         assert!(diff(&new, &new).is_empty());
