@@ -398,6 +398,25 @@ fn unparseable_nsqd_dat_is_fatal_with_nsqds_message() {
     assert!(err.contains("failed to parse metadata in "), "{err}");
 }
 
+/// Go decodes bytes that are not UTF-8 as U+FFFD, so nsqd skips such a topic name as invalid
+/// and starts; it must not be a fatal parse error here.
+#[test]
+fn nsqd_dat_names_that_are_not_utf8_are_skipped_not_fatal() {
+    let dir = temp_dir();
+    let kept = unique("kept");
+    let mut text = br#"{"topics":[{"name":"k"#.to_vec();
+    text.push(0xff);
+    text.extend_from_slice(format!(r#"","paused":false,"channels":[]}},{{"name":"{kept}","paused":true,"channels":[]}}],"version":"1.3.0"}}"#).as_bytes());
+    std::fs::write(dir.join("nsqd.dat"), text).unwrap();
+    let flag = data_flag(&dir);
+    let b = Broker::start(&[&flag, "--cores=1"]);
+    let log = b.log();
+    assert!(log.contains("skipping creation of invalid topic"), "{log}");
+    drop(b);
+    let saved = std::fs::read_to_string(dir.join("nsqd.dat")).unwrap();
+    assert!(saved.contains(&kept), "the valid topic is kept: {saved}");
+}
+
 #[test]
 fn durable_ack_kill_9_during_a_publish_storm_loses_no_acknowledged_message() {
     let dir = temp_dir();

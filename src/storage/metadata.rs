@@ -78,7 +78,13 @@ impl Metadata {
     /// Parses any nsqd.dat nsqd v1.1+ wrote; ephemeral names (never written by nsqd) are
     /// dropped so a hand-edited file cannot make them durable.
     pub fn parse(text: &str) -> Result<Metadata, String> {
-        let raw: Lenient = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        Self::parse_bytes(text.as_bytes())
+    }
+
+    /// [`Metadata::parse`] of the file's bytes, decoded as Go's JSON decoder does (bytes that
+    /// are not UTF-8 become U+FFFD, so such a name is skipped as invalid, not fatal).
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Metadata, String> {
+        let raw: Lenient = crate::go_json::from_slice(bytes).map_err(|e| e.to_string())?;
         // Ephemeral names are never persisted; invalid ones (which could name paths outside the
         // data path) are skipped with a warning, as nsqd does.
         let keep = |kind: &str, name: &str| {
@@ -120,7 +126,7 @@ pub fn path(data_path: &Path) -> PathBuf {
 /// it cannot be parsed.
 pub fn load(data_path: &Path) -> Result<Option<Metadata>, String> {
     let file = path(data_path);
-    let text = match std::fs::read_to_string(&file) {
+    let text = match std::fs::read(&file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
@@ -130,7 +136,7 @@ pub fn load(data_path: &Path) -> Result<Option<Metadata>, String> {
             ));
         }
     };
-    Metadata::parse(&text)
+    Metadata::parse_bytes(&text)
         .map(Some)
         .map_err(|e| format!("failed to parse metadata in {} - {e}", file.display()))
 }
@@ -232,6 +238,11 @@ mod tests {
         assert_eq!(m.topics.len(), 1);
         assert!(m.topics[0].channels.is_empty());
         assert!(Metadata::parse("{not json").is_err());
+        // A name that is not UTF-8 is skipped like any invalid name, as nsqd does.
+        let m = Metadata::parse_bytes(b"{\"topics\":[{\"name\":\"k\xff\"},{\"name\":\"ok\"}]}")
+            .unwrap();
+        let names: Vec<_> = m.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["ok"]);
         assert!(Metadata::parse(r#"{"topics":[{"paused":true}]}"#).is_err());
     }
 
