@@ -272,3 +272,30 @@ fn a_new_topic_gets_the_channels_nsqlookupd_knows_before_delivering() {
         );
     }
 }
+
+/// nsqd asks nsqlookupd for a new topic's channels before the topic delivers anything, and
+/// its held messages go to the channels that exist then. Here the query starts as the topic is
+/// created, so a channel created a moment after the first one gets none of them (it used to
+/// wait for the next 100 ms tick, and every channel created meanwhile got a copy).
+#[test]
+fn a_new_topics_held_messages_go_to_its_first_channel_only() {
+    let (http_port, _paths) = fake_lookupd_http("[]");
+    let (port, rx) = fake_lookupd(usize::MAX, http_port);
+    let lookupd = format!("--lookupd-tcp-address=127.0.0.1:{port}");
+    let b = Broker::start(&["--cores=2", &lookupd]);
+    collect_until(&rx, Duration::from_secs(10), |s| !s.is_empty());
+    let topic = unique("held");
+    b.client().mpub(&topic, &[b"a", b"b", b"c"]);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut first = b.client();
+    first.sub(&topic, "c1");
+    let mut second = b.client();
+    second.sub(&topic, "c2");
+    second.line("RDY 10");
+    first.line("RDY 10");
+    let got: Vec<Vec<u8>> = (0..3).map(|_| first.expect_message().body).collect();
+    assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    b.client().publish(&topic, b"after");
+    let next = second.expect_message();
+    assert_eq!(next.body, b"after", "c2 got none of the held messages");
+}

@@ -136,6 +136,7 @@ pub async fn run_shard(plan: ShardPlan) {
         shard.restore(meta).await;
     }
     shard.start_lookupd(lookupd_identity(&plan.settings, local, http_local));
+    glommio::spawn_local(shard.clone().run_channel_precreation()).detach();
     if id == 0 && !plan.http.options().statsd_address.is_empty() {
         glommio::spawn_local(crate::statsd::run(shard.clone(), plan.http.clone())).detach();
     }

@@ -23,6 +23,8 @@ pub struct RegistrationState {
     lookupd: RefCell<Option<LookupdHandle>>,
     /// New topics whose channels must first be fetched from nsqlookupd.
     precreate: RefCell<Vec<String>>,
+    /// Wakes [`Shard::run_channel_precreation`] when a topic is queued.
+    precreate_queued: crate::wakeup::Wakeup,
 }
 
 /// The events that turn `old` into `new`: a new topic before its channels; a deleted topic
@@ -106,6 +108,24 @@ impl Shard {
             .precreate
             .borrow_mut()
             .push(topic.to_string());
+        self.registration.precreate_queued.wake();
+    }
+
+    /// Starts each new topic's nsqlookupd query as soon as the topic is created: while it
+    /// runs the topic holds its messages for the channels it will learn of (nsqd blocks the
+    /// first publish for that long instead), so the window must stay as short as the query.
+    pub async fn run_channel_precreation(self: Rc<Self>) {
+        loop {
+            let queued = &self.registration;
+            queued
+                .precreate_queued
+                .until(|| !queued.precreate.borrow().is_empty() || self.is_shutting_down())
+                .await;
+            if self.is_shutting_down() {
+                return;
+            }
+            self.start_channel_precreation();
+        }
     }
 
     /// Starts the nsqlookupd queries for topics created since the last call.
