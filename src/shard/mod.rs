@@ -133,8 +133,9 @@ impl Shard {
     /// refused. Consecutive publishes of a pipelining client cross cores as one batch.
     pub async fn publish(&self, owner: usize, batch: Vec<PublishCmd>) -> PublishOutcome {
         if owner == self.id {
+            let ticket = self.disk_ticket();
             let outcome = self.apply_publishes(batch);
-            return self.durable_outcome(outcome).await;
+            return self.durable_outcome(outcome, ticket).await;
         }
         let (token, reply) = self.pending_publishes.register();
         tracing::debug!(
@@ -325,10 +326,11 @@ impl Shard {
         c.messages_in.set(c.messages_in.get() + 1);
         match msg {
             MeshMsg::Publish { batch, reply } => {
+                let ticket = self.disk_ticket();
                 let outcome = self.apply_publishes(batch);
                 let token = reply.token;
                 let outboxes = self.outboxes.clone();
-                self.reply_when_durable(outcome, move |outcome| {
+                self.reply_when_durable(outcome, ticket, move |outcome| {
                     outboxes.push(reply.shard, MeshMsg::PublishReply { token, outcome })
                 });
             }

@@ -80,7 +80,8 @@ impl ShardDisk {
     }
 
     /// One pass over every queue: load new ones, write, read ahead, sync when due.
-    /// Returns whether anything was read (the broker should deliver it).
+    /// Returns whether anything was read (the broker should deliver it), which records the
+    /// round covered and its failure, for [`Registry::round_done`]; `None` once closed.
     ///
     /// A topic's disk backlog is consumed by moving its records into its channels' queues, so
     /// the round goes in phases across all queues: note every consumed position (no IO in
@@ -88,17 +89,24 @@ impl ShardDisk {
     /// queue, and only then let positions advance, segments be deleted and meta files be
     /// rewritten. A crash at any point thus finds each record in the topic's queue, in its
     /// channels' queues, or in both (redelivered), never in neither.
-    async fn round(&self, force_sync: bool) -> bool {
+    ///
+    /// With `release_after_write` the publishes it covers are released once its writes are
+    /// done, before its syncs, as nsqd answers a publish after writing it and syncs before it
+    /// writes the next one (the next round waits for this one's syncs the same way).
+    async fn round(&self, force_sync: bool, release_after_write: bool) -> Option<RoundEnd> {
         let Ok(_permit) = self.io_lock.acquire_permit(1).await else {
-            return false;
+            return None;
         };
         if self.closed.get() {
-            return false;
+            return None;
         }
         let covered = self.registry.round_start();
         let mut read_any = false;
         let mut live = self.open_queues().await;
         let (failed, mut failure) = stage_and_write(&mut live, "").await;
+        if release_after_write {
+            self.registry.release(covered, failure.clone());
+        }
         for (name, io) in &mut live {
             let apply_consumed = !feeds_failed_queue(name, &failed);
             let (read, synced) = io.advance(force_sync, apply_consumed).await;
@@ -109,8 +117,11 @@ impl ShardDisk {
             }
         }
         self.io.borrow_mut().extend(live);
-        self.registry.round_done(covered, failure);
-        read_any
+        Some(RoundEnd {
+            read_any,
+            covered,
+            failure,
+        })
     }
 
     /// Rewrites nsqd.dat when this shard's topics or channels changed (nsqd writes it on
@@ -167,13 +178,31 @@ impl ShardDisk {
 }
 
 impl Shard {
-    /// `--durable-ack`: holds a publish outcome until its messages are written and fsynced
-    /// (group commit: every publish applied before the storage task's next round shares its
-    /// fsyncs). A failed write turns the outcome into a refusal.
-    pub(super) async fn durable_outcome(&self, outcome: PublishOutcome) -> PublishOutcome {
-        match &self.disk {
-            Some(d) if d.cfg.durable => durable_result(d.registry.durable().await, outcome),
-            _ => outcome,
+    /// The disk-queue ticket before a publish is applied, for [`Shard::durable_outcome`].
+    pub(super) fn disk_ticket(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| d.registry.pushed())
+    }
+
+    /// Whether a publish applied since `ticket` has to wait for the storage task: it pushed
+    /// records to a disk queue (nsqd writes those before it answers, so a kill -9 after the
+    /// `OK` keeps them), or `--durable-ack` is on (group commit: every publish applied before
+    /// the storage task's next round shares its writes and fsyncs).
+    fn must_wait_for_disk(&self, ticket: u64) -> Option<Rc<Registry>> {
+        let d = self.disk.as_ref()?;
+        (d.cfg.durable || d.registry.pushed() > ticket).then(|| d.registry.clone())
+    }
+
+    /// Holds a publish outcome until the records it pushed to disk are written (and fsynced
+    /// when their round syncs; see [`Registry::on_disk`]). A failed write turns the outcome
+    /// into a refusal. `ticket` is [`Shard::disk_ticket`] from before the publish.
+    pub(super) async fn durable_outcome(
+        &self,
+        outcome: PublishOutcome,
+        ticket: u64,
+    ) -> PublishOutcome {
+        match self.must_wait_for_disk(ticket) {
+            Some(registry) => durable_result(registry.on_disk().await, outcome),
+            None => outcome,
         }
     }
 
@@ -182,17 +211,17 @@ impl Shard {
     pub(super) fn reply_when_durable(
         &self,
         outcome: PublishOutcome,
+        ticket: u64,
         send: impl FnOnce(PublishOutcome) + 'static,
     ) {
-        match &self.disk {
-            Some(d) if d.cfg.durable => {
-                let registry = d.registry.clone();
+        match self.must_wait_for_disk(ticket) {
+            Some(registry) => {
                 glommio::spawn_local(async move {
-                    send(durable_result(registry.durable().await, outcome));
+                    send(durable_result(registry.on_disk().await, outcome));
                 })
                 .detach();
             }
-            _ => send(outcome),
+            None => send(outcome),
         }
     }
 
@@ -221,9 +250,7 @@ impl Shard {
             }
         }
         if let Some(disk) = &self.disk {
-            disk.round(false).await;
-            disk.registry.take_metadata_changed();
-            disk.write_metadata(self.id, self.metadata()).await;
+            self.storage_round(disk, false, true).await;
         }
         self.pump_from_disk();
     }
@@ -257,14 +284,43 @@ impl Shard {
             if force {
                 last_sync = Instant::now();
             }
-            if disk.round(force).await {
+            // Creations and deletions flag a change; pauses are caught by the periodic check.
+            if self.storage_round(disk, force, force).await {
                 self.pump_from_disk();
             }
-            // Creations and deletions flag a change; pauses are caught by the periodic check.
-            if disk.registry.take_metadata_changed() || force {
-                disk.write_metadata(self.id, self.metadata()).await;
-            }
         }
+    }
+
+    /// One storage round, with nsqd.dat rewritten beside it when the topic/channel list
+    /// changed (or `force_meta`). When it is rewritten, the publishes the round covers are
+    /// released only once both are done, so an acknowledged record on disk always has its
+    /// topic in nsqd.dat (a kill -9 in between would otherwise leave it in files no restart
+    /// loads); records of a topic created after nsqd.dat's snapshot wait for the next round,
+    /// which follows at once. Returns whether anything was read.
+    async fn storage_round(&self, disk: &ShardDisk, force_sync: bool, force_meta: bool) -> bool {
+        let meta_due = disk.registry.take_metadata_changed() || force_meta;
+        // Taken together, with no await between: every record pushed before `meta_ticket`
+        // belongs to a topic this snapshot (or an earlier, written one) lists.
+        let snapshot = meta_due.then(|| self.metadata());
+        let meta_ticket = disk.registry.pushed();
+        let write_meta = async {
+            if let Some(part) = snapshot {
+                disk.write_metadata(self.id, part).await;
+            }
+        };
+        // Only `--durable-ack` promises an fsync before the OK; a new nsqd.dat must be in
+        // place before what its new topics were sent is acknowledged.
+        let release_after_write = !disk.cfg.durable && !meta_due;
+        let round = disk.round(force_sync, release_after_write);
+        let (end, ()) = futures_lite::future::zip(round, write_meta).await;
+        let Some(end) = end else { return false };
+        let covered = if disk.registry.metadata_pending() {
+            end.covered.min(meta_ticket)
+        } else {
+            end.covered
+        };
+        disk.registry.round_done(covered, end.failure);
+        end.read_any
     }
 
     /// Shutdown: memory, in-flight and deferred messages to disk, files synced and closed.
@@ -321,6 +377,16 @@ impl Shard {
             }
         }
     }
+}
+
+/// What a storage round did, for its caller to release the publishes it covered.
+struct RoundEnd {
+    /// Records were read ahead (the broker should deliver them).
+    read_any: bool,
+    /// Every record pushed before this ticket was in the round.
+    covered: u64,
+    /// The round's write or sync failure.
+    failure: Option<String>,
 }
 
 /// Whether `queue` is a topic's queue (`topic`; channels' are `topic:channel`) one of whose
@@ -383,6 +449,12 @@ mod tests {
         )
     }
 
+    /// A round with its covered publishes released, as the storage task's would be.
+    async fn round(disk: &ShardDisk) {
+        let end = disk.round(false, false).await.expect("open");
+        disk.registry.round_done(end.covered, end.failure);
+    }
+
     fn disk(dir: &std::path::Path) -> ShardDisk {
         let s = DiskSettings {
             data_path: dir.to_path_buf(),
@@ -413,10 +485,10 @@ mod tests {
                 for i in 0..3 {
                     topic.push(&msg(i));
                 }
-                disk.round(false).await;
-                assert!(disk.registry.durable().await.is_ok(), "acknowledged");
+                round(&disk).await;
+                assert!(disk.registry.on_disk().await.is_ok(), "acknowledged");
                 let channel = disk.registry.open("t:c");
-                disk.round(false).await;
+                round(&disk).await;
                 // The channel's segment cannot be written (a directory is in the way).
                 std::fs::create_dir(segment_path(&d, "t:c", 0)).unwrap();
                 // The broker fans the topic's backlog out to the new channel.
@@ -426,7 +498,7 @@ mod tests {
                     moved += 1;
                 }
                 assert_eq!(moved, 3);
-                disk.round(false).await;
+                round(&disk).await;
                 assert!(disk.registry.health_error().is_some(), "the write failed");
                 // Crash: no close. Restart with the obstacle gone.
                 drop((topic, channel, disk));
@@ -434,7 +506,7 @@ mod tests {
                 let disk = self::disk(&d);
                 let topic = disk.registry.open("t");
                 let channel = disk.registry.open("t:c");
-                disk.round(false).await;
+                round(&disk).await;
                 let mut got: Vec<_> = std::iter::from_fn(|| topic.pop())
                     .chain(std::iter::from_fn(|| channel.pop()))
                     .map(|m| m.body)

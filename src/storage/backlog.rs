@@ -297,6 +297,18 @@ impl Registry {
         self.core.opened.replace(false)
     }
 
+    /// Whether the topic/channel list changed since [`Registry::take_metadata_changed`] last
+    /// looked (a topic created meanwhile may be missing from the nsqd.dat being written).
+    pub fn metadata_pending(&self) -> bool {
+        self.core.opened.get()
+    }
+
+    /// Records pushed so far: a publish that moved this number pushed records to disk, and
+    /// waits with [`Registry::on_disk`] for the round that writes them.
+    pub fn pushed(&self) -> u64 {
+        self.core.written.get()
+    }
+
     /// For the storage task, before a round: every record pushed so far is in this round.
     pub fn round_start(&self) -> u64 {
         self.core.written.get()
@@ -312,6 +324,15 @@ impl Registry {
             None => {}
         }
         *c.failing.borrow_mut() = error.clone();
+        self.release(covered, error);
+    }
+
+    /// For the storage task: releases the publishes waiting for records pushed before
+    /// `covered` (refused with `error`), without touching the health state; a round calls it
+    /// as soon as its writes are done when nothing else has to be on disk first (nsqd answers
+    /// a publish after its write, and syncs before the next one).
+    pub fn release(&self, covered: u64, error: Option<String>) {
+        let c = &self.core;
         if let Some(e) = error {
             *c.failed.borrow_mut() = Some((covered, e));
         }
@@ -321,9 +342,11 @@ impl Registry {
         }
     }
 
-    /// Group commit: waits until every record pushed before this call is written and fsynced.
-    /// Publishes arriving while a round is in flight share the next round's fsync.
-    pub async fn durable(&self) -> Result<(), String> {
+    /// Group commit: waits until every record pushed before this call was written by a
+    /// storage round (as nsqd writes a message to its disk queue before it answers the
+    /// publish, so a kill -9 after the answer keeps it), and with `--durable-ack` fsynced too.
+    /// Publishes arriving while a round is in flight share the next round.
+    pub async fn on_disk(&self) -> Result<(), String> {
         let c = &self.core;
         let ticket = c.written.get();
         c.dirty.set(true);
@@ -376,7 +399,7 @@ mod tests {
             let done = Rc::new(Cell::new(false));
             let d2 = done.clone();
             let waiter = glommio::spawn_local(async move {
-                let out = r2.durable().await;
+                let out = r2.on_disk().await;
                 d2.set(true);
                 out
             });
@@ -387,12 +410,12 @@ mod tests {
             assert_eq!(waiter.await, Ok(()));
             q.push(&msg(2));
             let r3 = r.clone();
-            let failing = glommio::spawn_local(async move { r3.durable().await });
+            let failing = glommio::spawn_local(async move { r3.on_disk().await });
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
             r.round_done(r.round_start(), Some("disk full".into()));
             assert_eq!(failing.await, Err("disk full".into()));
             assert_eq!(
-                r.durable().await,
+                r.on_disk().await,
                 Err("disk full".into()),
                 "nothing new: same round"
             );
