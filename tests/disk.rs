@@ -806,6 +806,52 @@ fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// In nsqd an `#ephemeral` topic has no disk queue, but a channel of it without the suffix
+/// has one: past `--mem-queue-size` its messages go to disk instead of being refused, a clean
+/// stop keeps them there, and since nsqd.dat never lists the topic they come back only when
+/// the topic and channel are created again.
+#[test]
+fn durable_channel_of_an_ephemeral_topic_overflows_to_disk() {
+    let dir = temp_dir();
+    let flag = data_flag(&dir);
+    let args = [flag.as_str(), "--cores=2", "--mem-queue-size=10"];
+    let topic = format!("{}#ephemeral", unique("ephdur"));
+    let all = bodies("eph", 30);
+    let mut b = Broker::start(&args);
+    // A consumer keeps the topic alive (it is deleted with its last channel otherwise).
+    let mut keeper = b.client();
+    keeper.sub(&topic, "dur");
+    for body in &all {
+        let mut c = b.client();
+        c.publish(&topic, body);
+    }
+    stop(&mut b);
+    drop(keeper);
+    let name = format!("{topic}:dur");
+    let files = queue_files(&dir, &name);
+    assert!(
+        files.iter().any(|f| f.ends_with(".000000.dat")),
+        "{name}: {files:?}"
+    );
+    let saved = std::fs::read_to_string(dir.join("nsqd.dat")).unwrap();
+    assert!(
+        !saved.contains(&topic),
+        "ephemeral topics are not listed: {saved}"
+    );
+
+    let b = Broker::start(&args);
+    let want: BTreeSet<Vec<u8>> = all.iter().cloned().collect();
+    let got = drain_all_of(&b, &topic, "dur", &want, Duration::from_secs(10));
+    let missing = want.iter().filter(|w| !got.contains_key(*w)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{} of 30 came back with the channel",
+        30 - missing
+    );
+    drop(b);
+}
+
 #[test]
 fn empty_and_delete_remove_disk_queues_and_update_nsqd_dat() {
     if !common::http_supported() {

@@ -224,6 +224,13 @@ impl Channel {
         &self.consumers
     }
 
+    /// Whether putting `n` messages now would write any of them to this channel's disk queue.
+    pub fn needs_disk(&self, n: usize, mem_queue_size: usize) -> bool {
+        self.disk
+            .as_ref()
+            .is_some_and(|d| d.durable() || self.queue.len() + n > mem_queue_size)
+    }
+
     /// Whether `n` more messages fit under `mem_queue_size` (ephemeral channels always accept
     /// and drop the overflow).
     pub fn has_room(&self, n: usize, mem_queue_size: usize) -> bool {

@@ -73,10 +73,11 @@ impl Topic {
     }
 
     /// A new topic whose backlog (and whose non-ephemeral channels) overflow to disk queues
-    /// opened in `registry`, as nsqd's do.
+    /// opened in `registry`, as nsqd's do. An `#ephemeral` topic has no disk queue of its own
+    /// (its overflow is dropped), but its non-ephemeral channels do, as in nsqd.
     pub fn with_disk(name: &str, node_id: i64, registry: Option<Rc<Registry>>) -> Self {
         let ephemeral = crate::protocol::names::is_ephemeral(name);
-        let registry = registry.filter(|_| !ephemeral);
+        let own_disk = registry.as_ref().filter(|_| !ephemeral);
         Topic {
             name: name.to_string(),
             ephemeral,
@@ -87,7 +88,7 @@ impl Topic {
             message_bytes: 0,
             backlog: VecDeque::new(),
             guid: GuidFactory::new(node_id),
-            disk: registry.as_ref().map(|r| r.open(&queue_name(name, None))),
+            disk: own_disk.map(|r| r.open(&queue_name(name, None))),
             registry,
             latency: None,
         }
@@ -129,17 +130,15 @@ impl Topic {
     /// disk queue only once the memory queue is full. Deferred messages, which stay in
     /// memory, are counted as if they did not, so the answer errs towards refusing.
     fn needs_disk(&self, n: usize, mem_queue_size: usize) -> bool {
-        if self.disk.as_ref().is_some_and(DiskBacklog::durable) {
-            return true;
-        }
         if !self.fans_out() {
-            return self.disk.is_some() && self.backlog.len() + n > mem_queue_size;
+            return self
+                .disk
+                .as_ref()
+                .is_some_and(|d| d.durable() || self.backlog.len() + n > mem_queue_size);
         }
-        // Non-ephemeral channels of a topic with a disk queue have one too.
-        self.channels.values().any(|c| {
-            let in_memory = c.depth() - c.backend_depth() as usize;
-            !c.ephemeral && in_memory + n > mem_queue_size
-        })
+        self.channels
+            .values()
+            .any(|c| c.needs_disk(n, mem_queue_size))
     }
 
     /// Accepts a batch of bodies (all or none), assigning IDs and fanning out to every channel.
@@ -150,7 +149,7 @@ impl Topic {
         now_ns: i64,
         mem_queue_size: usize,
     ) -> Result<(), PublishError> {
-        if let Some(e) = self.disk.as_ref().and_then(DiskBacklog::health_error)
+        if let Some(e) = self.registry.as_ref().and_then(|r| r.health_error())
             && self.needs_disk(bodies.len(), mem_queue_size)
         {
             return Err(PublishError::Disk(e));
