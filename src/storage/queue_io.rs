@@ -10,7 +10,7 @@ use glommio::io::{BufferedFile, OpenOptions};
 
 use super::backlog::{DiskBacklog, READ_AHEAD};
 use super::diskqueue::{Meta, Position, bad_path, meta_path, must_roll, segment_path};
-use super::record::{LEN_PREFIX, Parsed, next_record};
+use super::record::{LEN_PREFIX, Parsed, WalkStop, next_record, walk_records};
 
 /// Bytes read from a segment at a time.
 const READ_CHUNK: usize = 256 * 1024;
@@ -144,6 +144,37 @@ pub async fn write_synced_temp(path: &Path, data: Vec<u8>) -> IoResult<PathBuf> 
     Ok(tmp)
 }
 
+/// Whole records from `from` to the end of each segment before `to_file` (the writer's new
+/// file at load): those written after the last meta sync, which the reader will deliver,
+/// counted up to where it would stop (a bad length or a torn record).
+async fn count_unsynced(cfg: &QueueConfig, name: &str, from: Position, to_file: i64) -> i64 {
+    let mut total = 0;
+    for num in from.file_num..to_file {
+        let Ok(f) = BufferedFile::open(&segment_path(&cfg.dir, name, num)).await else {
+            continue;
+        };
+        let mut pos = if num == from.file_num { from.pos } else { 0 } as u64;
+        let mut want = READ_CHUNK;
+        // Bounded: each pass moves `pos` on, or grows `want` to one record and then moves on.
+        loop {
+            let Ok(data) = f.read_at(pos, want).await else {
+                break;
+            };
+            let walk = walk_records(&data, cfg.max_msg_size);
+            total += walk.records;
+            pos += walk.used as u64;
+            let at_end = data.len() < want;
+            match walk.stop {
+                WalkStop::BadLength => break,
+                WalkStop::End { .. } if at_end => break,
+                WalkStop::End { needs } => want = needs.unwrap_or(LEN_PREFIX).max(READ_CHUNK),
+            }
+        }
+        let _ = f.close().await;
+    }
+    total
+}
+
 impl QueueIo {
     /// Loads the queue's meta file (missing = empty queue) and sets the broker's depth.
     pub async fn load(cfg: Rc<QueueConfig>, backlog: DiskBacklog) -> QueueIo {
@@ -206,7 +237,10 @@ impl QueueIo {
                 }
             }
         }
-        backlog.set_depth(meta.depth + backlog.pending_count());
+        // Records written after the last meta sync are delivered too: count them, or the
+        // depth would read low and go negative as they are consumed.
+        let unsynced = count_unsynced(&cfg, &name, meta.write, write.file_num).await;
+        backlog.set_depth(meta.depth + unsynced + backlog.pending_count());
         QueueIo {
             cfg,
             backlog,
@@ -857,6 +891,7 @@ mod tests {
             for (name, want) in [("a", 3..7), ("b", 3..7), ("c", 0..7)] {
                 let q = reg.open(name);
                 let mut io = QueueIo::load(durable(38 * 3), q.clone()).await;
+                assert_eq!(q.depth(), want.len() as i64, "{name}: depth counts them");
                 let mut got = Vec::new();
                 for _ in 0..4 {
                     io.step(false).await.unwrap();

@@ -98,6 +98,53 @@ pub fn next_record(buf: &Bytes, max_msg_size: usize) -> Result<Parsed, RecordErr
     Ok(Parsed::Record(msg, end))
 }
 
+/// How far [`walk_records`] got through a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Walk {
+    /// Whole records with valid lengths.
+    pub records: i64,
+    /// Bytes they take.
+    pub used: usize,
+    /// What stopped the walk at `used`.
+    pub stop: WalkStop,
+}
+
+/// Why [`walk_records`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WalkStop {
+    /// The buffer ends there (it may end inside a record of `needs` bytes, prefix included,
+    /// when the prefix is in the buffer).
+    End { needs: Option<usize> },
+    /// A length go-diskqueue would refuse: the reader stops there too.
+    BadLength,
+}
+
+/// Counts the whole records at the start of `buf` by their length prefixes alone, stopping
+/// where the reader would: at a bad length, or where the buffer ends.
+pub fn walk_records(buf: &[u8], max_msg_size: usize) -> Walk {
+    let mut walk = Walk {
+        records: 0,
+        used: 0,
+        stop: WalkStop::End { needs: None },
+    };
+    while let Some(prefix) = buf.get(walk.used..walk.used + LEN_PREFIX) {
+        let len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+        let Ok(len) = check_len(len, max_msg_size) else {
+            walk.stop = WalkStop::BadLength;
+            return walk;
+        };
+        if buf.len() - walk.used < LEN_PREFIX + len {
+            walk.stop = WalkStop::End {
+                needs: Some(LEN_PREFIX + len),
+            };
+            return walk;
+        }
+        walk.used += LEN_PREFIX + len;
+        walk.records += 1;
+    }
+    walk
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +226,41 @@ mod tests {
         assert_eq!(
             decode_message(&Bytes::from_static(b"short")),
             Err(RecordError::TooShort(5))
+        );
+    }
+
+    #[test]
+    fn walk_counts_whole_records_and_stops_where_the_reader_would() {
+        let mut buf = Vec::new();
+        encode_record(&msg(b"one", 0), &mut buf);
+        encode_record(&msg(b"two!", 1), &mut buf);
+        let two = buf.len();
+        let whole = walk_records(&buf, 100);
+        assert_eq!((whole.records, whole.used), (2, two));
+        assert_eq!(whole.stop, WalkStop::End { needs: None });
+        // A torn third record: counted up to it, and its size is known.
+        encode_record(&msg(b"three", 0), &mut buf);
+        let torn = walk_records(&buf[..buf.len() - 1], 100);
+        assert_eq!((torn.records, torn.used), (2, two));
+        assert_eq!(
+            torn.stop,
+            WalkStop::End {
+                needs: Some(buf.len() - two)
+            }
+        );
+        // Half a prefix: nothing more to say.
+        let half = walk_records(&buf[..two + 2], 100);
+        assert_eq!(
+            (half.records, half.stop),
+            (2, WalkStop::End { needs: None })
+        );
+        // A length over the limit (or under the header size) stops the walk.
+        buf.truncate(two);
+        buf.extend_from_slice(&1_000_000i32.to_be_bytes());
+        let bad = walk_records(&buf, 100);
+        assert_eq!(
+            (bad.records, bad.used, bad.stop),
+            (2, two, WalkStop::BadLength)
         );
     }
 }
