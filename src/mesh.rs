@@ -103,6 +103,15 @@ impl AdminOp {
             | AdminOp::PauseChannel { topic, .. } => topic,
         }
     }
+
+    /// Whether nsqd writes nsqd.dat before it answers this action (pause and unpause; it
+    /// persists creations and deletions in the background).
+    pub fn persists_before_answer(&self) -> bool {
+        matches!(
+            self,
+            AdminOp::PauseTopic { .. } | AdminOp::PauseChannel { .. }
+        )
+    }
 }
 
 /// Why an administrative action failed (nsqd's HTTP errors).

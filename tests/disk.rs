@@ -719,6 +719,46 @@ fn http_post(b: &Broker, path: &str) -> u16 {
     }
 }
 
+/// nsqd writes nsqd.dat before it answers a pause or unpause ("so in case of process failure
+/// nsqd won't suddenly (un)pause a topic"): the file holds the new state as soon as the
+/// answer arrives, for topics owned by either core (the request lands on either listener).
+#[test]
+fn a_pause_is_in_nsqd_dat_when_its_answer_arrives() {
+    if !common::http_supported() {
+        eprintln!("no HTTP in this build; skipped");
+        return;
+    }
+    let dir = temp_dir();
+    let flag = data_flag(&dir);
+    let b = Broker::start(&[flag.as_str(), "--cores=2"]);
+    let topics = [
+        common::unique_on_core("pnow", 0, 2),
+        common::unique_on_core("pnow", 1, 2),
+    ];
+    for t in &topics {
+        assert_eq!(http_post(&b, &format!("/topic/create?topic={t}")), 200);
+        assert_eq!(
+            http_post(&b, &format!("/channel/create?topic={t}&channel=c")),
+            200
+        );
+    }
+    let saved = || std::fs::read_to_string(dir.join("nsqd.dat")).unwrap();
+    for t in &topics {
+        for (action, flag) in [("pause", true), ("unpause", false)] {
+            assert_eq!(http_post(&b, &format!("/topic/{action}?topic={t}")), 200);
+            let topic_entry = format!(r#"{{"name":"{t}","paused":{flag},"#);
+            assert!(saved().contains(&topic_entry), "{action} {t}: {}", saved());
+            let path = format!("/channel/{action}?topic={t}&channel=c");
+            assert_eq!(http_post(&b, &path), 200);
+            let channel_entry = format!(r#"[{{"name":"c","paused":{flag}}}]"#);
+            let text = saved();
+            let entry = &text[text.find(&format!(r#""name":"{t}""#)).expect("listed")..];
+            assert!(entry.contains(&channel_entry), "{action} {t}/c: {text}");
+        }
+    }
+    drop(b);
+}
+
 #[test]
 fn pause_state_survives_a_restart() {
     if !common::http_supported() {

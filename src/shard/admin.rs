@@ -12,7 +12,12 @@ impl Shard {
     pub async fn admin(&self, op: AdminOp) -> Result<(), AdminError> {
         let owner = self.owner_of(op.topic());
         if owner == self.id {
-            return self.apply_admin(op);
+            let persist = op.persists_before_answer();
+            let result = self.apply_admin(op);
+            if result.is_ok() && persist {
+                self.persist_metadata().await;
+            }
+            return result;
         }
         let (token, reply) = self.pending_admin.register();
         self.outboxes.push(

@@ -376,10 +376,17 @@ impl Shard {
                 }
             }
             MeshMsg::Admin { op, reply } => {
+                let persist = op.persists_before_answer();
                 let result = self.apply_admin(op);
                 let token = reply.token;
-                self.outboxes
-                    .push(reply.shard, MeshMsg::AdminReply { token, result });
+                let outboxes = self.outboxes.clone();
+                let send =
+                    move || outboxes.push(reply.shard, MeshMsg::AdminReply { token, result });
+                if result.is_ok() && persist {
+                    self.when_metadata_persisted(send);
+                } else {
+                    send();
+                }
             }
             MeshMsg::AdminReply { token, result } => self.pending_admin.complete(token, result),
             MeshMsg::Stats { filter, reply } => {

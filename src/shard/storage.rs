@@ -284,7 +284,7 @@ impl Shard {
             if force {
                 last_sync = Instant::now();
             }
-            // Creations and deletions flag a change; pauses are caught by the periodic check.
+            // Creations, deletions and pauses flag a change; the periodic write is a backstop.
             if self.storage_round(disk, force, force).await {
                 self.pump_from_disk();
             }
@@ -298,7 +298,8 @@ impl Shard {
     /// loads); records of a topic created after nsqd.dat's snapshot wait for the next round,
     /// which follows at once. Returns whether anything was read.
     async fn storage_round(&self, disk: &ShardDisk, force_sync: bool, force_meta: bool) -> bool {
-        let meta_due = disk.registry.take_metadata_changed() || force_meta;
+        let (meta_changed, meta_covered) = disk.registry.take_metadata_changed();
+        let meta_due = meta_changed || force_meta;
         // Taken together, with no await between: every record pushed before `meta_ticket`
         // belongs to a topic this snapshot (or an earlier, written one) lists.
         let snapshot = meta_due.then(|| self.metadata());
@@ -313,6 +314,9 @@ impl Shard {
         let release_after_write = !disk.cfg.durable && !meta_due;
         let round = disk.round(force_sync, release_after_write);
         let (end, ()) = futures_lite::future::zip(round, write_meta).await;
+        if meta_due {
+            disk.registry.metadata_written(meta_covered);
+        }
         let Some(end) = end else { return false };
         let covered = if disk.registry.metadata_pending() {
             end.covered.min(meta_ticket)
@@ -333,13 +337,32 @@ impl Shard {
             t.flush_to_disk();
         }
         disk.close().await;
+        // The final nsqd.dat is written from what this returns; nobody waits any longer.
+        disk.registry.metadata_written(u64::MAX);
         self.metadata()
     }
 
-    /// Asks for nsqd.dat to be rewritten (after a pause or unpause, as nsqd does at once).
-    pub fn persist_metadata(&self) {
+    /// Rewrites nsqd.dat now and waits until it is in place (after a pause or unpause, which
+    /// nsqd persists before it answers).
+    pub async fn persist_metadata(&self) {
         if let Some(disk) = &self.disk {
-            disk.registry.metadata_changed();
+            disk.registry.metadata_persisted().await;
+        }
+    }
+
+    /// Like [`Shard::persist_metadata`] for a request from another core: `then` runs once
+    /// nsqd.dat is in place, without holding up this core's mesh receiver.
+    pub(super) fn when_metadata_persisted(&self, then: impl FnOnce() + 'static) {
+        match &self.disk {
+            Some(d) => {
+                let registry = d.registry.clone();
+                glommio::spawn_local(async move {
+                    registry.metadata_persisted().await;
+                    then();
+                })
+                .detach();
+            }
+            None => then(),
         }
     }
 

@@ -196,14 +196,25 @@ struct RegistryCore {
     failing: RefCell<Option<String>>,
     /// `--durable-ack`.
     durable_writes: bool,
-    /// A queue was opened (a topic or channel created): nsqd.dat needs rewriting.
-    opened: Cell<bool>,
+    /// Bumped when the topic/channel list changes (a queue opened, a pause): nsqd.dat needs
+    /// rewriting.
+    meta_changed: Cell<u64>,
+    /// `meta_changed` when the storage task last took it for a snapshot.
+    meta_taken: Cell<u64>,
+    /// `meta_changed` as of the newest snapshot the storage task finished writing.
+    meta_written: Cell<u64>,
+    /// Waiting for nsqd.dat to hold a change (a pause, which nsqd persists before it answers).
+    meta_waiters: RefCell<Vec<Waker>>,
 }
 
 impl RegistryCore {
     fn poke(&self) {
         self.dirty.set(true);
         self.wakeup.wake();
+    }
+
+    fn bump_metadata(&self) {
+        self.meta_changed.set(self.meta_changed.get() + 1);
     }
 }
 
@@ -237,7 +248,7 @@ impl Registry {
     pub fn open(&self, name: &str) -> DiskBacklog {
         let mut queues = self.queues.borrow_mut();
         if !queues.contains_key(name) {
-            self.core.opened.set(true);
+            self.core.bump_metadata();
         }
         let (shared, weak) = queues.entry(name.to_string()).or_insert_with(|| {
             let q = DiskBacklog {
@@ -288,19 +299,48 @@ impl Registry {
 
     /// Marks the topic/channel list as changed (pause, delete) and wakes the storage task.
     pub fn metadata_changed(&self) {
-        self.core.opened.set(true);
+        self.core.bump_metadata();
         self.core.poke();
     }
 
-    /// For the storage task: whether the topic/channel list changed since the last call.
-    pub fn take_metadata_changed(&self) -> bool {
-        self.core.opened.replace(false)
+    /// Marks the topic/channel list as changed and waits until an nsqd.dat written since holds
+    /// it (nsqd persists a pause before it answers, so a crash cannot undo it).
+    pub async fn metadata_persisted(&self) {
+        self.metadata_changed();
+        let c = &self.core;
+        let ticket = c.meta_changed.get();
+        poll_fn(|cx| {
+            if c.meta_written.get() >= ticket {
+                return Poll::Ready(());
+            }
+            c.meta_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// For the storage task: whether the topic/channel list changed since the last call, and
+    /// the change count a snapshot taken now covers (for [`Registry::metadata_written`]).
+    pub fn take_metadata_changed(&self) -> (bool, u64) {
+        let c = &self.core;
+        let now = c.meta_changed.get();
+        (c.meta_taken.replace(now) < now, now)
     }
 
     /// Whether the topic/channel list changed since [`Registry::take_metadata_changed`] last
     /// looked (a topic created meanwhile may be missing from the nsqd.dat being written).
     pub fn metadata_pending(&self) -> bool {
-        self.core.opened.get()
+        self.core.meta_changed.get() > self.core.meta_taken.get()
+    }
+
+    /// For the storage task: nsqd.dat was written from a snapshot covering `covered` changes
+    /// (or the storage is closing: `u64::MAX`); wakes whoever waited for them.
+    pub fn metadata_written(&self, covered: u64) {
+        let c = &self.core;
+        c.meta_written.set(c.meta_written.get().max(covered));
+        for w in c.meta_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
     }
 
     /// Records pushed so far: a publish that moved this number pushed records to disk, and
