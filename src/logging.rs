@@ -17,6 +17,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::options::LogLevel;
 
+/// The `tracing` target of an error the process exits for: logged with nsqd's `FATAL` level.
+pub const FATAL_TARGET: &str = "fatal";
+
 /// nsqd's line layout with a fixed prefix (`--log-prefix`).
 struct NsqdFormat {
     prefix: String,
@@ -40,6 +43,7 @@ where
             ))
             .unwrap_or_default();
         let level = match *event.metadata().level() {
+            tracing::Level::ERROR if event.metadata().target() == FATAL_TARGET => "FATAL",
             tracing::Level::ERROR => "ERROR",
             tracing::Level::WARN => "WARNING",
             tracing::Level::INFO => "INFO",

@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     match runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            tracing::error!("FATAL: {msg}");
+            tracing::error!(target: nsqd_uring::logging::FATAL_TARGET, "{msg}");
             ExitCode::from(1)
         }
     }

@@ -383,7 +383,12 @@ fn second_broker_on_the_same_data_path_fails_with_nsqds_lock_error() {
     let err = Broker::try_start(&[&flag, "--cores=1"])
         .err()
         .expect("refused");
-    assert!(err.contains("cannot flock directory"), "{err}");
+    // nsqd's line: its FATAL level, the same prefix, Go's text for EWOULDBLOCK.
+    let want = format!(
+        "FATAL: failed to instantiate nsqd - failed to lock data-path: cannot flock directory {} - resource temporarily unavailable (possibly in use by another instance of nsqd)",
+        dir.display()
+    );
+    assert!(err.contains(&want), "{err}");
     drop(b);
 }
 
@@ -395,7 +400,11 @@ fn unparseable_nsqd_dat_is_fatal_with_nsqds_message() {
     let err = Broker::try_start(&[&flag, "--cores=1"])
         .err()
         .expect("refused");
-    assert!(err.contains("failed to parse metadata in "), "{err}");
+    let want = format!(
+        "FATAL: failed to load metadata - failed to parse metadata in {}",
+        dir.join("nsqd.dat").display()
+    );
+    assert!(err.contains(&want), "{err}");
 }
 
 /// Go decodes bytes that are not UTF-8 as U+FFFD, so nsqd skips such a topic name as invalid

@@ -92,9 +92,15 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
     let http = Arc::new(HttpShared::new(config.options.clone()));
     // nsqd's order: lock the data path, listen, load nsqd.dat, re-persist it, serve.
     let data_path = config.settings.disk.as_ref().map(|d| d.data_path.clone());
-    let _dir_lock = data_path.as_deref().map(lock::lock).transpose()?;
+    let _dir_lock = data_path
+        .as_deref()
+        .map(lock::lock)
+        .transpose()
+        .map_err(|e| format!("failed to instantiate nsqd - {e}"))?;
     let restore = match &data_path {
-        Some(dir) => metadata::load(dir)?.map(Arc::new),
+        Some(dir) => metadata::load(dir)
+            .map_err(|e| format!("failed to load metadata - {e}"))?
+            .map(Arc::new),
         None => None,
     };
     let clients_closed = Arc::new(AtomicUsize::new(0));

@@ -20,10 +20,14 @@ pub fn lock(data_path: &Path) -> Result<DirLock, String> {
         )
     })?;
     let held = Flock::lock(dir, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        // Go's text for the errno flock gives when another process holds the lock.
+        let why = match e {
+            nix::errno::Errno::EWOULDBLOCK => "resource temporarily unavailable",
+            other => other.desc(),
+        };
         format!(
-            "failed to lock data-path: cannot flock directory {} - {} (possibly in use by another instance of nsqd)",
+            "failed to lock data-path: cannot flock directory {} - {why} (possibly in use by another instance of nsqd)",
             data_path.display(),
-            e.desc()
         )
     })?;
     Ok(DirLock { _lock: held })

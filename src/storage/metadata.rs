@@ -1,5 +1,6 @@
 //! `nsqd.dat`: which topics and channels exist and whether they are paused, in the exact JSON
-//! nsqd v1.3.0 writes, read tolerantly (v1.1's alphabetical keys and `[]`, v1.3's `null`).
+//! nsqd v1.3.0 writes, read as Go reads it (v1.1's alphabetical keys and `[]`, v1.3's `null`,
+//! any letter case, zero values for what is missing).
 //! Written and read only at start-up and shutdown, on the main thread.
 
 use std::io::Write;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub const FILE_NAME: &str = "nsqd.dat";
 
 /// One persisted channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ChannelMeta {
     /// Channel name.
     pub name: String,
@@ -21,7 +22,7 @@ pub struct ChannelMeta {
 }
 
 /// One persisted topic (field order is nsqd's JSON order).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct TopicMeta {
     /// Topic name.
     pub name: String,
@@ -52,21 +53,123 @@ fn null_if_empty<S: serde::Serializer, T: Serialize>(v: &[T], s: S) -> Result<S:
     }
 }
 
-#[derive(Deserialize)]
-struct Lenient {
-    #[serde(default)]
-    topics: Option<Vec<LenientTopic>>,
-    #[serde(default)]
-    version: Option<String>,
-}
+/// nsqd.dat decoded as Go's `encoding/json` decodes it into nsqd's structs: keys match
+/// case-insensitively, `null` (also the whole file) and missing keys leave zero values (a
+/// topic without a name is then skipped as invalid, not fatal), unknown keys are ignored,
+/// and a value of the wrong type is an error naming the field as Go does.
+mod go_struct {
+    use serde_json::{Map, Value};
 
-#[derive(Deserialize)]
-struct LenientTopic {
-    name: String,
-    #[serde(default)]
-    paused: bool,
-    #[serde(default)]
-    channels: Option<Vec<ChannelMeta>>,
+    use super::{ChannelMeta, Metadata, TopicMeta};
+
+    type Object = Map<String, Value>;
+
+    fn kind(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+
+    fn mismatch(v: &Value, field: &str, ty: &str) -> String {
+        format!(
+            "json: cannot unmarshal {} into Go struct field {field} of type {ty}",
+            kind(v)
+        )
+    }
+
+    /// The value of `key`: an exact match first, else one that differs in letter case only.
+    fn get<'a>(obj: &'a Object, key: &str) -> Option<&'a Value> {
+        obj.get(key)
+            .or_else(|| {
+                obj.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .map(|(_, v)| v)
+            })
+            .filter(|v| !v.is_null())
+    }
+
+    fn string(obj: &Object, key: &str, field: &str) -> Result<String, String> {
+        match get(obj, key) {
+            None => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(v) => Err(mismatch(v, field, "string")),
+        }
+    }
+
+    fn boolean(obj: &Object, key: &str, field: &str) -> Result<bool, String> {
+        match get(obj, key) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(mismatch(v, field, "bool")),
+        }
+    }
+
+    /// A slice of structs: `null` is empty, a `null` element is a zero struct.
+    fn slice<T: Default>(
+        obj: &Object,
+        key: &str,
+        field: &str,
+        elem: &str,
+        one: impl Fn(&Object) -> Result<T, String>,
+    ) -> Result<Vec<T>, String> {
+        let items = match get(obj, key) {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(v) => return Err(mismatch(v, field, &format!("[]nsqd.{elem}"))),
+        };
+        items
+            .iter()
+            .map(|item| match item {
+                Value::Null => Ok(T::default()),
+                Value::Object(o) => one(o),
+                v => Err(mismatch(v, field, &format!("nsqd.{elem}"))),
+            })
+            .collect()
+    }
+
+    fn channel(o: &Object) -> Result<ChannelMeta, String> {
+        Ok(ChannelMeta {
+            name: string(o, "name", "ChannelMetadata.topics.channels.name")?,
+            paused: boolean(o, "paused", "ChannelMetadata.topics.channels.paused")?,
+        })
+    }
+
+    fn topic(o: &Object) -> Result<TopicMeta, String> {
+        Ok(TopicMeta {
+            name: string(o, "name", "TopicMetadata.topics.name")?,
+            paused: boolean(o, "paused", "TopicMetadata.topics.paused")?,
+            channels: slice(
+                o,
+                "channels",
+                "TopicMetadata.topics.channels",
+                "ChannelMetadata",
+                channel,
+            )?,
+        })
+    }
+
+    /// The whole file, before names are checked.
+    pub fn metadata(v: &Value) -> Result<Metadata, String> {
+        let o = match v {
+            Value::Null => return Ok(Metadata::default()),
+            Value::Object(o) => o,
+            v => {
+                return Err(format!(
+                    "json: cannot unmarshal {} into Go value of type nsqd.Metadata",
+                    kind(v)
+                ));
+            }
+        };
+        Ok(Metadata {
+            topics: slice(o, "topics", "Metadata.topics", "TopicMetadata", topic)?,
+            version: string(o, "version", "Metadata.version")?,
+        })
+    }
 }
 
 impl Metadata {
@@ -84,7 +187,9 @@ impl Metadata {
     /// [`Metadata::parse`] of the file's bytes, decoded as Go's JSON decoder does (bytes that
     /// are not UTF-8 become U+FFFD, so such a name is skipped as invalid, not fatal).
     pub fn parse_bytes(bytes: &[u8]) -> Result<Metadata, String> {
-        let raw: Lenient = crate::go_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let value: serde_json::Value =
+            crate::go_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let raw = go_struct::metadata(&value)?;
         // Ephemeral names are never persisted; invalid ones (which could name paths outside the
         // data path) are skipped with a warning, as nsqd does.
         let keep = |kind: &str, name: &str| {
@@ -96,23 +201,20 @@ impl Metadata {
         };
         let topics = raw
             .topics
-            .unwrap_or_default()
             .into_iter()
             .filter(|t| keep("topic", &t.name))
             .map(|t| TopicMeta {
-                name: t.name,
-                paused: t.paused,
                 channels: t
                     .channels
-                    .unwrap_or_default()
                     .into_iter()
                     .filter(|c| keep("channel", &c.name))
                     .collect(),
+                ..t
             })
             .collect();
         Ok(Metadata {
             topics,
-            version: raw.version.unwrap_or_default(),
+            version: raw.version,
         })
     }
 }
@@ -243,7 +345,6 @@ mod tests {
             .unwrap();
         let names: Vec<_> = m.topics.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["ok"]);
-        assert!(Metadata::parse(r#"{"topics":[{"paused":true}]}"#).is_err());
     }
 
     #[test]
@@ -262,5 +363,57 @@ mod tests {
                 .starts_with("failed to parse metadata in ")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn decodes_as_go_does() {
+        let names = |m: Metadata| -> Vec<(String, bool, Vec<String>)> {
+            m.topics
+                .into_iter()
+                .map(|t| {
+                    (
+                        t.name,
+                        t.paused,
+                        t.channels.into_iter().map(|c| c.name).collect(),
+                    )
+                })
+                .collect()
+        };
+        // Keys in any letter case; unknown keys ignored; null leaves the zero value.
+        let caps = r#"{"Topics":[{"NAME":"t","Paused":true,"Channels":[{"Name":"c","x":1}]}],"Version":null}"#;
+        let want = vec![("t".to_string(), true, vec!["c".to_string()])];
+        assert_eq!(names(Metadata::parse(caps).unwrap()), want);
+        // A whole-file null, a topic without a name, null elements: skipped, not fatal.
+        assert_eq!(Metadata::parse("null").unwrap(), Metadata::default());
+        let unnamed = r#"{"topics":[{"paused":true},null,{"name":"t","channels":[null]}]}"#;
+        assert_eq!(
+            names(Metadata::parse(unnamed).unwrap()),
+            [("t".into(), false, vec![])]
+        );
+        // Wrong types are errors in Go's words.
+        for (text, err) in [
+            (
+                "[]",
+                "json: cannot unmarshal array into Go value of type nsqd.Metadata",
+            ),
+            (
+                r#"{"topics":{}}"#,
+                "json: cannot unmarshal object into Go struct field Metadata.topics of type []nsqd.TopicMetadata",
+            ),
+            (
+                r#"{"topics":[{"name":"t","paused":"yes"}]}"#,
+                "json: cannot unmarshal string into Go struct field TopicMetadata.topics.paused of type bool",
+            ),
+            (
+                r#"{"topics":[{"name":"t","channels":[{"name":5}]}]}"#,
+                "json: cannot unmarshal number into Go struct field ChannelMetadata.topics.channels.name of type string",
+            ),
+            (
+                r#"{"version":1}"#,
+                "json: cannot unmarshal number into Go struct field Metadata.version of type string",
+            ),
+        ] {
+            assert_eq!(Metadata::parse(text).unwrap_err(), err, "{text}");
+        }
     }
 }
