@@ -15,16 +15,12 @@ pub struct DirLock {
 pub fn lock(data_path: &Path) -> Result<DirLock, String> {
     let dir = File::open(data_path).map_err(|e| {
         format!(
-            "failed to lock data-path: cannot flock directory {} - {e}",
-            data_path.display()
+            "failed to lock data-path: {}",
+            super::go_error::path_error("open", data_path, &e)
         )
     })?;
     let held = Flock::lock(dir, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        // Go's text for the errno flock gives when another process holds the lock.
-        let why = match e {
-            nix::errno::Errno::EWOULDBLOCK => "resource temporarily unavailable",
-            other => other.desc(),
-        };
+        let why = super::go_error::errno_text(&std::io::Error::from_raw_os_error(e as i32));
         format!(
             "failed to lock data-path: cannot flock directory {} - {why} (possibly in use by another instance of nsqd)",
             data_path.display(),

@@ -228,16 +228,20 @@ pub fn path(data_path: &Path) -> PathBuf {
 /// it cannot be parsed.
 pub fn load(data_path: &Path) -> Result<Option<Metadata>, String> {
     let file = path(data_path);
-    let text = match std::fs::read(&file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(format!(
-                "failed to read metadata from {} - {e}",
-                file.display()
-            ));
-        }
+    let failed = |op: &str, e: std::io::Error| {
+        format!(
+            "failed to read metadata from {} - {}",
+            file.display(),
+            super::go_error::path_error(op, &file, &e)
+        )
     };
+    let mut f = match std::fs::File::open(&file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(failed("open", e)),
+    };
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut text).map_err(|e| failed("read", e))?;
     Metadata::parse_bytes(&text)
         .map(Some)
         .map_err(|e| format!("failed to parse metadata in {} - {e}", file.display()))
