@@ -530,6 +530,19 @@ ODD_T = "Odd.topic_name-1"
 ODD_C = ("c" * 55) + ".x_y-z9ab"   # 64 chars
 
 
+def stop_phase(broker, held, data, info, tag, label, problems):
+    """SIGTERM a phase's broker, close the connections it held, note its exit, log and files."""
+    rc = broker.stop()
+    for h in held:
+        h.close()
+    info["%s_rc" % tag] = rc
+    info["%s_stop_s" % tag] = round(getattr(broker, "stop_time", -1), 2)
+    info["%s_errors" % tag] = broker.loglines()
+    info["files_after_%s" % tag] = list_dir(data)
+    if rc != 0:
+        problems.append("%s exit status after SIGTERM: %s" % (label, rc))
+
+
 def handoff_run(ctx, A, B, flags, seed, flagsB=None, odd=False):
     """A writes, B takes over, A takes back. Returns dict(problems, info)."""
     rng = random.Random(seed)
@@ -613,15 +626,7 @@ def handoff_run(ctx, A, B, flags, seed, flagsB=None, odd=False):
         info["A_stats_before_stop"] = a.topo()
     except Exception as e:
         problems.append("phase1 exception: %r" % e)
-    rcA = a.stop()
-    for h in held:
-        h.close()
-    info["A1_rc"] = rcA
-    info["A1_stop_s"] = round(getattr(a, "stop_time", -1), 2)
-    info["A1_errors"] = a.loglines()
-    info["files_after_A1"] = list_dir(data)
-    if rcA != 0:
-        problems.append("%s exit status after SIGTERM: %s" % (A["label"], rcA))
+    stop_phase(a, held, data, info, "A1", A["label"], problems)
 
     # ---------------- phase 2 on B
     b = Broker(B, data, logs, flagsB)
@@ -707,15 +712,7 @@ def handoff_run(ctx, A, B, flags, seed, flagsB=None, odd=False):
         info["B_topo_before_stop"] = b.topo()
     except Exception as e:
         problems.append("phase2 exception: %r" % e)
-    rcB = b.stop()
-    for h in held:
-        h.close()
-    info["B_rc"] = rcB
-    info["B_stop_s"] = round(getattr(b, "stop_time", -1), 2)
-    info["B_errors"] = b.loglines()
-    info["files_after_B"] = list_dir(data)
-    if rcB != 0:
-        problems.append("%s exit status after SIGTERM: %s" % (B["label"], rcB))
+    stop_phase(b, held, data, info, "B", B["label"], problems)
 
     # ---------------- phase 3 on A again
     a2 = Broker(A, data, logs, flags)
