@@ -53,10 +53,14 @@ impl ShardDisk {
     }
 
     /// Loads new queues, deletes those of deleted topics and channels, applies empties; returns
-    /// the live queues of the shard, taken out of `io` (the caller holds `io_lock`).
-    async fn open_queues(&self) -> Vec<(String, QueueIo)> {
+    /// the live queues the round visits, taken out of `io` (the caller holds `io_lock`): every
+    /// queue of the shard when `all`, else only those listed active since the last round, so
+    /// a round's cost follows the queues in use, not the queues that exist.
+    async fn open_queues(&self, all: bool) -> Vec<(String, QueueIo)> {
         let mut live = Vec::new();
-        for (backlog, owned) in self.registry.all() {
+        let active = self.registry.take_active();
+        let visit = if all { self.registry.all() } else { active };
+        for (backlog, owned) in visit {
             let name = backlog.name().to_string();
             let existing = self.io.borrow_mut().remove(&name);
             let emptied = backlog.take_empty_request();
@@ -102,7 +106,7 @@ impl ShardDisk {
         }
         let covered = self.registry.round_start();
         let mut read_any = false;
-        let mut live = self.open_queues().await;
+        let mut live = self.open_queues(force_sync).await;
         let (failed, mut failure) = stage_and_write(&mut live, "").await;
         if release_after_write {
             self.registry.release(covered, failure.clone());
@@ -114,6 +118,9 @@ impl ShardDisk {
             if let Err(e) = synced {
                 tracing::error!("DISKQUEUE({name}): {e}");
                 failure = Some(e);
+            }
+            if io.needs_another_round() {
+                io.mark_active();
             }
         }
         self.io.borrow_mut().extend(live);
@@ -164,7 +171,7 @@ impl ShardDisk {
         };
         self.closed.set(true);
         let covered = self.registry.round_start();
-        let mut live = self.open_queues().await;
+        let mut live = self.open_queues(true).await;
         let (failed, mut failure) = stage_and_write(&mut live, "failed to close - ").await;
         for (name, io) in live {
             let apply_consumed = !feeds_failed_queue(&name, &failed);

@@ -33,6 +33,8 @@ struct Buffers {
     taken: u64,
     /// The broker emptied the queue; the storage task drops its files.
     empty_requested: bool,
+    /// Listed for the storage task's next round (see [`Registry::take_active`]).
+    active: bool,
 }
 
 /// One disk queue as the broker sees it. Cheap to clone (shared with the storage task); a
@@ -58,6 +60,16 @@ impl Clone for DiskBacklog {
     }
 }
 
+impl Drop for DiskBacklog {
+    fn drop(&mut self) {
+        // The owning topic or channel is gone: the storage task deletes the files.
+        if self._owner.take().is_some() {
+            self.mark_active();
+            self.registry.poke();
+        }
+    }
+}
+
 impl DiskBacklog {
     /// The go-diskqueue name (`topic` or `topic:channel`).
     pub fn name(&self) -> &str {
@@ -71,8 +83,22 @@ impl DiskBacklog {
         b.pending_count += 1;
         b.depth += 1;
         drop(b);
+        self.mark_active();
         self.registry.written.set(self.registry.written.get() + 1);
         self.registry.poke();
+    }
+
+    /// Lists this queue for the storage task's next round (once), which then visits only
+    /// the queues that have something to do rather than every queue of the core.
+    pub fn mark_active(&self) {
+        let mut b = self.buffers.borrow_mut();
+        if !b.active {
+            b.active = true;
+            self.registry
+                .active
+                .borrow_mut()
+                .push((self.name.clone(), self.buffers.clone()));
+        }
     }
 
     /// Takes the next read-ahead message, if the storage task has one ready.
@@ -84,6 +110,8 @@ impl DiskBacklog {
         b.taken += 1;
         let low = b.ready.len() < READ_AHEAD / 2;
         drop(b);
+        // The consumed position is applied at the next round, a refill asked for when low.
+        self.mark_active();
         if low {
             self.registry.poke();
         }
@@ -106,6 +134,7 @@ impl DiskBacklog {
         b.consumed = None;
         b.empty_requested = true;
         drop(b);
+        self.mark_active();
         self.registry.poke();
     }
 
@@ -178,6 +207,9 @@ impl DiskBacklog {
     }
 }
 
+/// A queue listed for the next round: its name and its buffers (to clear the listed flag).
+type ActiveQueue = (Rc<str>, Rc<RefCell<Buffers>>);
+
 /// Shared by every backlog of one shard: wakes the storage task, and tracks which writes
 /// are on disk for `--durable-ack`.
 #[derive(Debug, Default)]
@@ -205,6 +237,9 @@ struct RegistryCore {
     meta_written: Cell<u64>,
     /// Waiting for nsqd.dat to hold a change (a pause, which nsqd persists before it answers).
     meta_waiters: RefCell<Vec<Waker>>,
+    /// Queues with something for the next round to do (written, read, emptied, opened,
+    /// deleted), each listed once.
+    active: RefCell<Vec<ActiveQueue>>,
 }
 
 impl RegistryCore {
@@ -264,6 +299,7 @@ impl Registry {
         let mut q = shared.clone();
         q._owner = Some(owner);
         drop(queues);
+        q.mark_active();
         self.core.poke();
         q
     }
@@ -274,6 +310,21 @@ impl Registry {
             .borrow()
             .values()
             .map(|(q, owner)| (q.clone(), owner.strong_count() > 0))
+            .collect()
+    }
+
+    /// For the storage task: the queues listed since the last call (see
+    /// [`DiskBacklog::mark_active`]), and whether each one's topic or channel still exists.
+    pub fn take_active(&self) -> Vec<(DiskBacklog, bool)> {
+        let listed = std::mem::take(&mut *self.core.active.borrow_mut());
+        let queues = self.queues.borrow();
+        listed
+            .into_iter()
+            .filter_map(|(name, buffers)| {
+                buffers.borrow_mut().active = false;
+                let (q, owner) = queues.get(&*name)?;
+                Some((q.clone(), owner.strong_count() > 0))
+            })
             .collect()
     }
 
@@ -478,5 +529,45 @@ mod tests {
         assert!(r.all()[0].1, "owned while the handle lives");
         assert_eq!(r.open("t:c").depth(), 0);
         assert_eq!(r.all().len(), 1);
+    }
+
+    #[test]
+    fn only_queues_with_something_to_do_are_listed_for_a_round() {
+        let r = Registry::default();
+        let names = |v: Vec<(DiskBacklog, bool)>| -> Vec<(String, bool)> {
+            v.into_iter()
+                .map(|(q, owned)| (q.name().to_string(), owned))
+                .collect()
+        };
+        let (a, b, c) = (r.open("a"), r.open("b"), r.open("c"));
+        assert_eq!(
+            names(r.take_active()).len(),
+            3,
+            "opened: loaded by the next round"
+        );
+        assert!(r.take_active().is_empty(), "listed once");
+        b.push(&msg(1));
+        b.push(&msg(2));
+        assert_eq!(names(r.take_active()), [("b".to_string(), true)]);
+        c.set_depth(1);
+        c.extend_ready([(
+            msg(3),
+            Position {
+                file_num: 0,
+                pos: 31,
+            },
+        )]);
+        c.pop().unwrap();
+        a.empty();
+        let mut got = names(r.take_active());
+        got.sort();
+        assert_eq!(got, [("a".to_string(), true), ("c".to_string(), true)]);
+        drop(a);
+        assert_eq!(
+            names(r.take_active()),
+            [("a".to_string(), false)],
+            "deleted"
+        );
+        assert_eq!(r.all().len(), 3, "a full round still sees every queue");
     }
 }

@@ -261,6 +261,19 @@ impl QueueIo {
         self.backlog.name().to_string()
     }
 
+    /// Whether this queue has work left after a round: records a failed write put back, a
+    /// sync to retry, or a read-ahead the round's bounded refill did not fill.
+    pub fn needs_another_round(&self) -> bool {
+        self.rolled
+            || self.backlog.pending_count() > 0
+            || (self.backlog.ready_len() < READ_AHEAD / 2 && self.next_read < self.write)
+    }
+
+    /// Lists this queue for the next round (see [`DiskBacklog::mark_active`]).
+    pub fn mark_active(&self) {
+        self.backlog.mark_active();
+    }
+
     fn segment(&self, file_num: i64) -> PathBuf {
         segment_path(&self.cfg.dir, self.backlog.name(), file_num)
     }
