@@ -58,6 +58,7 @@ impl ShardDisk {
     /// a round's cost follows the queues in use, not the queues that exist.
     async fn open_queues(&self, all: bool) -> Vec<(String, QueueIo)> {
         let mut live = Vec::new();
+        // Taken either way: taking clears the queues' listed flags.
         let active = self.registry.take_active();
         let visit = if all { self.registry.all() } else { active };
         for (backlog, owned) in visit {
@@ -83,7 +84,8 @@ impl ShardDisk {
         live
     }
 
-    /// One pass over every queue: load new ones, write, read ahead, sync when due.
+    /// One pass over the queues listed active (every queue when `force_sync`): load new
+    /// ones, write, read ahead, sync when due.
     /// Returns whether anything was read (the broker should deliver it), which records the
     /// round covered and its failure, for [`Registry::round_done`]; `None` once closed.
     ///
@@ -199,8 +201,8 @@ impl Shard {
         (d.cfg.durable || d.registry.pushed() > ticket).then(|| d.registry.clone())
     }
 
-    /// Holds a publish outcome until the records it pushed to disk are written (and fsynced
-    /// when their round syncs; see [`Registry::on_disk`]). A failed write turns the outcome
+    /// Holds a publish outcome until the records it pushed to disk are written (and with
+    /// `--durable-ack` fsynced; see [`Registry::on_disk`]). A failed write turns the outcome
     /// into a refusal. `ticket` is [`Shard::disk_ticket`] from before the publish.
     pub(super) async fn durable_outcome(
         &self,

@@ -82,8 +82,8 @@ impl DiskBacklog {
         encode_record(msg, &mut b.pending);
         b.pending_count += 1;
         b.depth += 1;
+        self.list_for_round(&mut b);
         drop(b);
-        self.mark_active();
         self.registry.written.set(self.registry.written.get() + 1);
         self.registry.poke();
     }
@@ -91,7 +91,11 @@ impl DiskBacklog {
     /// Lists this queue for the storage task's next round (once), which then visits only
     /// the queues that have something to do rather than every queue of the core.
     pub fn mark_active(&self) {
-        let mut b = self.buffers.borrow_mut();
+        self.list_for_round(&mut self.buffers.borrow_mut());
+    }
+
+    /// [`DiskBacklog::mark_active`] under a borrow the caller already holds.
+    fn list_for_round(&self, b: &mut Buffers) {
         if !b.active {
             b.active = true;
             self.registry
@@ -109,9 +113,9 @@ impl DiskBacklog {
         b.depth -= 1;
         b.taken += 1;
         let low = b.ready.len() < READ_AHEAD / 2;
-        drop(b);
         // The consumed position is applied at the next round, a refill asked for when low.
-        self.mark_active();
+        self.list_for_round(&mut b);
+        drop(b);
         if low {
             self.registry.poke();
         }
@@ -133,8 +137,8 @@ impl DiskBacklog {
         b.depth = 0;
         b.consumed = None;
         b.empty_requested = true;
+        self.list_for_round(&mut b);
         drop(b);
-        self.mark_active();
         self.registry.poke();
     }
 
