@@ -6,42 +6,39 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// The file name inside `--data-path`.
 pub const FILE_NAME: &str = "nsqd.dat";
 
 /// One persisted channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct ChannelMeta {
     /// Channel name.
     pub name: String,
     /// Paused channels deliver nothing after restart either.
-    #[serde(default)]
     pub paused: bool,
 }
 
 /// One persisted topic (field order is nsqd's JSON order).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct TopicMeta {
     /// Topic name.
     pub name: String,
     /// Paused topics keep their backlog after restart.
-    #[serde(default)]
     pub paused: bool,
     /// `null` when empty, as Go encodes a nil slice.
-    #[serde(default, serialize_with = "null_if_empty")]
+    #[serde(serialize_with = "null_if_empty")]
     pub channels: Vec<ChannelMeta>,
 }
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Metadata {
     /// `null` when empty.
-    #[serde(default, serialize_with = "null_if_empty")]
+    #[serde(serialize_with = "null_if_empty")]
     pub topics: Vec<TopicMeta>,
     /// The writer's version.
-    #[serde(default)]
     pub version: String,
 }
 
