@@ -211,9 +211,28 @@ pub fn decode(buf: &mut BytesMut, ctx: &DecodeContext, eof: bool) -> DecodeResul
     };
     // RDY in the closing state is consumed and ignored: report it as NOP.
     let consumed = head + reader.pos;
+    if !carries_bytes(&cmd) {
+        // FIN, RDY, REQ, TOUCH...: nothing refers to the buffer, so the bytes are skipped
+        // rather than split off (a shared split and its drop are two atomic operations, 5 %
+        // of the broker's CPU under a consumer's FIN stream).
+        buf.advance(consumed);
+        return Ok(Some(attach_bodies(cmd, &Bytes::new())));
+    }
     let mut frame = buf.split_to(consumed).freeze();
     frame.advance(head);
     Ok(Some(attach_bodies(cmd, &frame)))
+}
+
+/// Whether a decoded command keeps slices of its bytes (a body or a JSON document).
+fn carries_bytes(cmd: &Command<Span>) -> bool {
+    matches!(
+        cmd,
+        Command::Identify(_)
+            | Command::Auth(_)
+            | Command::Pub { .. }
+            | Command::Dpub { .. }
+            | Command::Mpub { .. }
+    )
 }
 
 /// Turns body spans into zero-copy slices of the consumed command bytes.
