@@ -210,7 +210,7 @@ impl QueueIo {
             match file_size(&wpath).await {
                 Some(size) if size as i64 > write.pos => {
                     tracing::warn!(
-                        "DISKQUEUE({name}): {} is larger than its meta says ({size} > {}), writing to the next file",
+                        "DISKQUEUE({name}) {} metadata writePos {} < file size of {size}, skipping to new file",
                         wpath.display(),
                         write.pos
                     );
@@ -355,7 +355,7 @@ impl QueueIo {
             let path = self.segment(num);
             if let Err(e) = glommio::io::remove(&path).await {
                 tracing::error!(
-                    "DISKQUEUE({}): failed to remove {} - {e}",
+                    "DISKQUEUE({}) failed to Remove({}) - {e}",
                     self.name(),
                     path.display()
                 );
@@ -521,7 +521,9 @@ impl QueueIo {
                     };
                     self.read_file = None;
                 } else if eof {
-                    self.skip_bad(num, "truncated record", rolled).await;
+                    // Go's io errors for a record cut short (its reader hits end of file).
+                    let why = if left == 0 { "EOF" } else { "unexpected EOF" };
+                    self.skip_bad(num, why, rolled).await;
                 } else {
                     // One record larger than the chunk: read exactly enough next time.
                     let len = i32::from_be_bytes([data[0], data[1], data[2], data[3]]);
@@ -536,10 +538,15 @@ impl QueueIo {
             && self.backlog.pending_count() == 0
             && self.backlog.depth() != 0
         {
+            let depth = self.backlog.depth();
+            let (sign, what) = if depth < 0 {
+                ("negative", "metadata corruption")
+            } else {
+                ("positive", "data loss")
+            };
             tracing::error!(
-                "DISKQUEUE({}): read position reached write position with depth {}, resetting to 0",
-                self.name(),
-                self.backlog.depth()
+                "DISKQUEUE({}) {sign} depth at tail ({depth}), {what}, resetting 0...",
+                self.name()
             );
             self.backlog.set_depth(0);
             self.dirty = true;
@@ -567,11 +574,16 @@ impl QueueIo {
     async fn skip_bad(&mut self, num: i64, why: &str, rolled: &mut bool) {
         let path = self.segment(num);
         let bad = bad_path(&path);
+        // go-diskqueue's two lines, so log watches written for nsqd still match.
         tracing::error!(
-            "DISKQUEUE({}): corrupt or unreadable {} ({why}) at offset {}, renamed to {}; skipping to the next file",
+            "DISKQUEUE({}) reading at {} of {} - {why}",
             self.name(),
-            path.display(),
             self.next_read.pos,
+            path.display()
+        );
+        tracing::warn!(
+            "DISKQUEUE({}) jump to next file and saving bad file as {}",
+            self.name(),
             bad.display()
         );
         self.read_file = None;
@@ -586,7 +598,12 @@ impl QueueIo {
             *rolled = true;
         }
         if let Err(e) = glommio::io::rename(&path, &bad).await {
-            tracing::error!("DISKQUEUE({}): rename failed - {e}", self.name());
+            tracing::error!(
+                "DISKQUEUE({}) failed to rename bad diskqueue file {} to {} - {e}",
+                self.name(),
+                path.display(),
+                bad.display()
+            );
         }
         self.next_read = Position {
             file_num: num + 1,
@@ -617,13 +634,13 @@ impl QueueIo {
         (self.staged, self.staged_taken) = (None, 0);
         self.backlog.set_depth(self.backlog.pending_count());
         self.dirty = false;
-        tracing::info!("DISKQUEUE({}): emptied", self.name());
+        tracing::info!("DISKQUEUE({}): emptying", self.name());
     }
 
     /// The queue's topic or channel was deleted: remove every file.
     pub async fn delete_files(mut self) {
         self.remove_files().await;
-        tracing::info!("DISKQUEUE({}): deleted", self.name());
+        tracing::info!("DISKQUEUE({}): deleting", self.name());
     }
 
     /// fsync the current segment and rewrite the meta file.
