@@ -961,6 +961,87 @@ fn empty_and_delete_remove_disk_queues_and_update_nsqd_dat() {
     drop(b);
 }
 
+/// nsqd deletes a topic's or channel's files before its name can be used again, so a name
+/// re-created at once starts empty. Ours deletes files in the storage task, after the HTTP
+/// answer: a topic or channel re-created before it got there must still start empty (no
+/// deleted message back, the deleted read position not inherited, nothing published after
+/// the re-creation lost), on one core and across two.
+#[test]
+fn a_name_re_created_right_after_its_deletion_starts_empty() {
+    if !common::http_supported() {
+        eprintln!("no HTTP in this build; skipped");
+        return;
+    }
+    for cores in [1, 2] {
+        let dir = temp_dir();
+        let flag = data_flag(&dir);
+        let args = [
+            flag.as_str(),
+            &format!("--cores={cores}"),
+            "--mem-queue-size=0",
+            "--max-bytes-per-file=1024",
+        ];
+        let mut b = Broker::start(&args);
+        // A topic with no channel keeps its messages in its own disk queue.
+        let topic = unique("recreated");
+        let mut p = b.client();
+        mpub_all(&mut p, &topic, &bodies("old", 50));
+        assert!(wait_until(Duration::from_secs(10), || queue_files(
+            &dir, &topic
+        )
+        .len()
+            > 2));
+        assert_eq!(http_post(&b, &format!("/topic/delete?topic={topic}")), 200);
+        let fresh = bodies("new", 3);
+        for body in &fresh {
+            p.publish(&topic, body);
+        }
+        // The same channel, deleted and created again between two publishes.
+        let other = unique("recreated");
+        for path in [
+            format!("/topic/create?topic={other}"),
+            format!("/channel/create?topic={other}&channel=c"),
+        ] {
+            assert_eq!(http_post(&b, &path), 200, "{path}");
+        }
+        mpub_all(&mut p, &other, &bodies("old", 50));
+        let channel_queue = format!("{other}:c");
+        assert!(wait_until(Duration::from_secs(10), || queue_files(
+            &dir,
+            &channel_queue
+        )
+        .len()
+            > 2));
+        for action in ["delete", "create"] {
+            let path = format!("/channel/{action}?topic={other}&channel=c");
+            assert_eq!(http_post(&b, &path), 200, "{path}");
+        }
+        for body in &fresh {
+            p.publish(&other, body);
+        }
+        let got = drain(&b, &other, "c", fresh.len() + 1, Duration::from_secs(2));
+        let want: BTreeSet<Vec<u8>> = fresh.iter().cloned().collect();
+        let keys: BTreeSet<Vec<u8>> = got.keys().cloned().collect();
+        assert_eq!(
+            keys, want,
+            "x{cores}: channel re-created after its deletion"
+        );
+        // The topic's queue goes through a restart: its meta file must be the new queue's.
+        drop(p);
+        stop(&mut b);
+        let b = Broker::start(&args);
+        let got = drain(&b, &topic, "c", fresh.len() + 1, Duration::from_secs(2));
+        let keys: BTreeSet<Vec<u8>> = got.keys().cloned().collect();
+        assert_eq!(keys, want, "x{cores}: topic re-created after its deletion");
+        assert!(
+            !b.log().contains("ERROR"),
+            "x{cores}: no disk error expected\n{}",
+            b.log()
+        );
+        drop(b);
+    }
+}
+
 /// Whether this process runs as root (a private mount namespace and a tmpfs need it).
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;

@@ -57,12 +57,29 @@ impl ShardDisk {
     /// queue of the shard when `all`, else only those listed active since the last round, so
     /// a round's cost follows the queues in use, not the queues that exist.
     async fn open_queues(&self, all: bool) -> Vec<(String, QueueIo)> {
+        // Deleted queues whose names are in use again: their files go before the new queue of
+        // the same name is loaded (in this round or a later one, both after this).
+        for old in self.registry.take_retired() {
+            let name = old.name().to_string();
+            let existing = self.io.borrow_mut().remove(&name);
+            let io = match existing {
+                Some(io) => io,
+                None => QueueIo::load(self.cfg.clone(), old).await,
+            };
+            io.delete_files().await;
+            self.registry.metadata_changed();
+        }
         let mut live = Vec::new();
         // Taken either way: taking clears the queues' listed flags.
         let active = self.registry.take_active();
         let visit = if all { self.registry.all() } else { active };
         for (backlog, owned) in visit {
             let name = backlog.name().to_string();
+            if !owned {
+                // Forgotten before any await: a topic or channel of this name created during
+                // the deletion gets a new backlog, loaded only after these files are gone.
+                self.registry.remove(&name);
+            }
             let existing = self.io.borrow_mut().remove(&name);
             let emptied = backlog.take_empty_request();
             let mut io = match existing {
@@ -72,7 +89,6 @@ impl ShardDisk {
             if !owned {
                 // Its topic or channel was deleted: so are its files, as in nsqd.
                 io.delete_files().await;
-                self.registry.remove(&name);
                 self.registry.metadata_changed();
                 continue;
             }

@@ -263,6 +263,9 @@ pub struct Registry {
     core: Rc<RegistryCore>,
     /// Each queue with a weak link to its owner's token (see [`DiskBacklog`]).
     queues: RefCell<BTreeMap<String, (DiskBacklog, Weak<()>)>>,
+    /// Queues of deleted topics or channels whose names were opened again before the storage
+    /// task deleted their files: the new queue starts empty, and these files go first.
+    retired: RefCell<Vec<DiskBacklog>>,
 }
 
 impl Registry {
@@ -274,6 +277,7 @@ impl Registry {
                 ..RegistryCore::default()
             }),
             queues: RefCell::default(),
+            retired: RefCell::default(),
         }
     }
 
@@ -284,8 +288,18 @@ impl Registry {
     }
 
     /// Opens (or returns the already open) backlog of `name`; the storage task loads its files.
+    /// A name whose topic or channel was deleted and is not yet cleaned up gets a new, empty
+    /// backlog (nsqd deletes the files before the name can be used again): the old one is
+    /// retired, and the storage task deletes its files before it loads the new one's.
     pub fn open(&self, name: &str) -> DiskBacklog {
         let mut queues = self.queues.borrow_mut();
+        if queues
+            .get(name)
+            .is_some_and(|(_, owner)| owner.strong_count() == 0)
+            && let Some((old, _)) = queues.remove(name)
+        {
+            self.retired.borrow_mut().push(old);
+        }
         if !queues.contains_key(name) {
             self.core.bump_metadata();
         }
@@ -319,6 +333,8 @@ impl Registry {
 
     /// For the storage task: the queues listed since the last call (see
     /// [`DiskBacklog::mark_active`]), and whether each one's topic or channel still exists.
+    /// A retired queue's listing is dropped ([`Registry::take_retired`] covers it), so it
+    /// never stands for the new queue of its name.
     pub fn take_active(&self) -> Vec<(DiskBacklog, bool)> {
         let listed = std::mem::take(&mut *self.core.active.borrow_mut());
         let queues = self.queues.borrow();
@@ -327,12 +343,19 @@ impl Registry {
             .filter_map(|(name, buffers)| {
                 buffers.borrow_mut().active = false;
                 let (q, owner) = queues.get(&*name)?;
-                Some((q.clone(), owner.strong_count() > 0))
+                Rc::ptr_eq(&q.buffers, &buffers).then(|| (q.clone(), owner.strong_count() > 0))
             })
             .collect()
     }
 
-    /// Forgets a queue whose topic or channel was deleted (its files are gone).
+    /// For the storage task, before it loads any queue: the retired queues (see
+    /// [`Registry::open`]), whose files it deletes.
+    pub fn take_retired(&self) -> Vec<DiskBacklog> {
+        std::mem::take(&mut *self.retired.borrow_mut())
+    }
+
+    /// Forgets a queue whose topic or channel was deleted, before the storage task deletes its
+    /// files (a name opened again meanwhile then gets a new backlog, loaded after the deletion).
     pub fn remove(&self, name: &str) {
         let mut queues = self.queues.borrow_mut();
         if queues.get(name).is_some_and(|(_, o)| o.strong_count() == 0) {
@@ -533,6 +556,32 @@ mod tests {
         assert!(r.all()[0].1, "owned while the handle lives");
         assert_eq!(r.open("t:c").depth(), 0);
         assert_eq!(r.all().len(), 1);
+    }
+
+    #[test]
+    fn a_deleted_name_opened_again_gets_a_new_backlog_and_retires_the_old() {
+        let r = Registry::default();
+        let old = r.open("t");
+        old.push(&msg(1));
+        let _ = r.take_active();
+        drop(old); // the topic was deleted; the storage task has not seen it yet
+        let new = r.open("t");
+        assert_eq!(new.depth(), 0, "nothing of the deleted queue carries over");
+        let retired = r.take_retired();
+        assert_eq!(retired.len(), 1);
+        assert_eq!(retired[0].depth(), 1);
+        assert!(r.take_retired().is_empty(), "taken once");
+        // The old queue's listing (its deletion) must not stand for the new queue a second
+        // time: one entry, the new one, owned.
+        let listed = r.take_active();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].1);
+        assert_eq!(listed[0].0.depth(), 0);
+        // A live name is shared, not replaced.
+        let again = r.open("t");
+        again.push(&msg(2));
+        assert_eq!(new.depth(), 1);
+        assert!(r.take_retired().is_empty());
     }
 
     #[test]
