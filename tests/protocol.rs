@@ -241,6 +241,27 @@ on_both_core_counts!(
     }
 );
 
+/// With `--mem-queue-size=0` an ephemeral channel holds nothing, yet nsqd hands a message to a
+/// consumer that waits for one (its queue is a zero-capacity Go channel) and drops the rest.
+#[test]
+fn zero_capacity_ephemeral_channel_delivers_to_a_waiting_consumer() {
+    for cores in [1, 2] {
+        let b = Broker::with_cores(cores, &["--mem-queue-size=0"]);
+        let topic = unique("zerocap");
+        let mut c = b.client();
+        c.sub(&topic, "e#ephemeral");
+        c.line("RDY 1");
+        // RDY has no answer: give it time to reach the channel's core.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut p = b.client();
+        p.publish(&topic, b"0");
+        assert_eq!(c.expect_message().body, b"0", "x{cores}");
+        // Its one RDY slot is taken: nobody waits, so the next message is dropped.
+        p.publish(&topic, b"1");
+        c.expect_silence(Duration::from_millis(300));
+    }
+}
+
 on_both_core_counts!(cls_answers_close_wait_and_keeps_socket, |b: Broker| {
     let topic = unique("cls");
     let mut c = b.client();

@@ -248,7 +248,10 @@ impl Channel {
         }
     }
 
-    /// Memory while under the limit, then disk; ephemeral overflow is dropped as in nsqd.
+    /// Memory while under the limit, then disk; ephemeral overflow is dropped as in nsqd,
+    /// unless a consumer is waiting for a message: nsqd's channel queue is a Go channel, and
+    /// a full (or, with `--mem-queue-size=0`, zero-capacity) one still hands a message to a
+    /// client's pump blocked on it, one per ready client.
     fn enqueue(&mut self, msg: Message) {
         let limit = match &self.disk {
             Some(d) if d.durable() => 0,
@@ -258,9 +261,17 @@ impl Channel {
             self.queue.push_back(msg);
         } else if let Some(disk) = &self.disk {
             disk.push(&msg);
-        } else if !self.ephemeral {
+        } else if !self.ephemeral || self.queue.len() < self.waiting_consumers() {
             self.queue.push_back(msg);
         }
+    }
+
+    /// Consumers that would take a message right now (none while paused).
+    fn waiting_consumers(&self) -> usize {
+        if self.paused {
+            return 0;
+        }
+        self.consumers.iter().filter(|c| c.is_ready()).count()
     }
 
     /// Shutdown: queue, in-flight and deferred messages go to the disk queue (attempts kept,
@@ -635,6 +646,35 @@ mod tests {
         ch.add_consumer(info(1), 0);
         ch.remove_consumer(ConsumerId { shard: 0, conn: 1 });
         assert!(ch.should_delete());
+    }
+
+    #[test]
+    fn a_full_ephemeral_channel_still_hands_a_message_to_each_waiting_consumer() {
+        // --mem-queue-size=0: nsqd's zero-capacity channel passes a message to a client
+        // blocked on it and drops what no client is waiting for.
+        let now = Instant::now();
+        let mut ch = Channel::new("c#ephemeral");
+        ch.put(msg(0), None, 0);
+        assert_eq!(ch.depth(), 0, "nobody waiting: dropped");
+        ch.add_consumer(info(1), 0);
+        ch.add_consumer(info(2), 0);
+        ch.set_ready(ConsumerId { shard: 0, conn: 1 }, 5);
+        ch.set_ready(ConsumerId { shard: 0, conn: 2 }, 1);
+        for i in 1..5 {
+            ch.put(msg(i), None, 0);
+        }
+        let got: Vec<u8> = pump_all(&mut ch, now)
+            .iter()
+            .map(|(_, m)| m.body[0])
+            .collect();
+        assert_eq!(got, [1, 2], "one per waiting consumer, the rest dropped");
+        // Consumer 2 is now full; consumer 1 still waits; a paused channel has no one waiting.
+        ch.put(msg(5), None, 0);
+        ch.put(msg(6), None, 0);
+        assert_eq!(pump_all(&mut ch, now).len(), 1);
+        ch.paused = true;
+        ch.put(msg(7), None, 0);
+        assert_eq!(ch.depth(), 0);
     }
 
     #[test]
