@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 
 use super::errors::{E_BAD_BODY, E_IDENTIFY_FAILED, ProtocolError};
 
@@ -48,69 +51,90 @@ fn decode_error() -> ProtocolError {
     ProtocolError::fatal(E_BAD_BODY, "IDENTIFY failed to decode JSON body")
 }
 
-/// Go matches JSON keys to struct fields case-insensitively; the last matching key wins.
-fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    obj.iter()
-        .rev()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
-}
+/// The members of the IDENTIFY object in document order, repeated keys kept: Go's decoder
+/// applies each in turn, and a later `null` leaves the earlier value in place. `null` for the
+/// whole body decodes to no members; any other non-object is an error.
+struct Members(Vec<(String, Value)>);
 
-fn string_field(obj: &Map<String, Value>, name: &str) -> Result<String, ProtocolError> {
-    match field(obj, name) {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(decode_error()),
-    }
-}
-
-fn bool_field(obj: &Map<String, Value>, name: &str) -> Result<bool, ProtocolError> {
-    match field(obj, name) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(decode_error()),
-    }
-}
-
-/// An integer field; floats (even `1.0`) are a decode error as in Go. `bits` bounds the type.
-fn int_field(obj: &Map<String, Value>, name: &str, bits: u32) -> Result<i64, ProtocolError> {
-    match field(obj, name) {
-        None | Some(Value::Null) => Ok(0),
-        Some(Value::Number(n)) => {
-            let v = n.as_i64().ok_or_else(decode_error)?;
-            if bits == 32 && i32::try_from(v).is_err() {
-                return Err(decode_error());
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> Visitor<'de> for MembersVisitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object or null")
             }
-            Ok(v)
+            fn visit_unit<E: de::Error>(self) -> Result<Members, E> {
+                Ok(Members(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Value>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
         }
-        Some(_) => Err(decode_error()),
+        d.deserialize_any(MembersVisitor)
+    }
+}
+
+impl Members {
+    /// One field as Go's `encoding/json` fills it: every key equal to `name` ignoring case,
+    /// in document order; `null` leaves the field as it was; a value `convert` rejects (a
+    /// wrong type, even one a later key would replace) fails the whole body.
+    fn field<T>(
+        &self,
+        name: &str,
+        zero: T,
+        convert: impl Fn(&Value) -> Option<T>,
+    ) -> Result<T, ProtocolError> {
+        let mut out = zero;
+        for (key, value) in &self.0 {
+            if key.eq_ignore_ascii_case(name) && !value.is_null() {
+                out = convert(value).ok_or_else(decode_error)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn string(&self, name: &str) -> Result<String, ProtocolError> {
+        self.field(name, String::new(), |v| v.as_str().map(str::to_owned))
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, ProtocolError> {
+        self.field(name, false, Value::as_bool)
+    }
+
+    /// An integer field; floats (even `1.0`) are a decode error as in Go. `bits` bounds the
+    /// type.
+    fn int(&self, name: &str, bits: u32) -> Result<i64, ProtocolError> {
+        self.field(name, 0, |v| {
+            let n = v.as_i64()?;
+            (bits != 32 || i32::try_from(n).is_ok()).then_some(n)
+        })
     }
 }
 
 /// Decodes the IDENTIFY body; any JSON or type error is nsqd's `IDENTIFY failed to decode JSON body`.
 pub fn parse_identify(body: &[u8]) -> Result<IdentifyRequest, ProtocolError> {
-    let value: Value = crate::go_json::from_slice(body).map_err(|_| decode_error())?;
-    let obj = match value {
-        Value::Object(o) => o,
-        Value::Null => Map::new(),
-        _ => return Err(decode_error()),
-    };
+    let m: Members = crate::go_json::from_slice(body).map_err(|_| decode_error())?;
     Ok(IdentifyRequest {
-        client_id: string_field(&obj, "client_id")?,
-        hostname: string_field(&obj, "hostname")?,
-        user_agent: string_field(&obj, "user_agent")?,
-        feature_negotiation: bool_field(&obj, "feature_negotiation")?,
-        heartbeat_interval: int_field(&obj, "heartbeat_interval", 64)?,
-        output_buffer_size: int_field(&obj, "output_buffer_size", 64)?,
-        output_buffer_timeout: int_field(&obj, "output_buffer_timeout", 64)?,
-        tls_v1: bool_field(&obj, "tls_v1")?,
-        snappy: bool_field(&obj, "snappy")?,
-        deflate: bool_field(&obj, "deflate")?,
-        deflate_level: int_field(&obj, "deflate_level", 64)?,
-        sample_rate: int_field(&obj, "sample_rate", 32)?,
-        msg_timeout: int_field(&obj, "msg_timeout", 64)?,
-        topology_region: string_field(&obj, "topology_region")?,
-        topology_zone: string_field(&obj, "topology_zone")?,
+        client_id: m.string("client_id")?,
+        hostname: m.string("hostname")?,
+        user_agent: m.string("user_agent")?,
+        feature_negotiation: m.bool("feature_negotiation")?,
+        heartbeat_interval: m.int("heartbeat_interval", 64)?,
+        output_buffer_size: m.int("output_buffer_size", 64)?,
+        output_buffer_timeout: m.int("output_buffer_timeout", 64)?,
+        tls_v1: m.bool("tls_v1")?,
+        snappy: m.bool("snappy")?,
+        deflate: m.bool("deflate")?,
+        deflate_level: m.int("deflate_level", 64)?,
+        sample_rate: m.int("sample_rate", 32)?,
+        msg_timeout: m.int("msg_timeout", 64)?,
+        topology_region: m.string("topology_region")?,
+        topology_zone: m.string("topology_zone")?,
     })
 }
 
@@ -391,6 +415,25 @@ mod tests {
                 "E_BAD_BODY IDENTIFY failed to decode JSON body"
             );
         }
+    }
+
+    #[test]
+    fn repeated_keys_apply_in_order_and_null_keeps_the_earlier_value() {
+        // Go's decoder sets a field for each matching key in turn; `null` is a no-op.
+        let req = parse_identify(
+            br#"{"msg_timeout":1000,"msg_timeout":null,"feature_negotiation":true,
+                "FEATURE_NEGOTIATION":null,"heartbeat_interval":-1,"Heartbeat_Interval":null,
+                "sample_rate":5,"sample_rate":7,"client_id":"a","client_id":null}"#,
+        )
+        .unwrap();
+        assert_eq!(req.msg_timeout, 1000);
+        assert!(req.feature_negotiation);
+        assert_eq!(req.heartbeat_interval, -1);
+        assert_eq!(req.sample_rate, 7, "the last non-null value wins");
+        assert_eq!(req.client_id, "a");
+        // A wrong type fails the body even when a later key would replace it.
+        assert!(parse_identify(br#"{"msg_timeout":"x","msg_timeout":1000}"#).is_err());
+        assert_eq!(parse_identify(b"null").unwrap(), IdentifyRequest::default());
     }
 
     #[test]
