@@ -262,6 +262,59 @@ fn zero_capacity_ephemeral_channel_delivers_to_a_waiting_consumer() {
     }
 }
 
+// nsqd's read deadline (twice the heartbeat interval) is set once per command: a body that
+// stops short, or trickles in a byte at a time, is cut off with the error its read failed
+// with, then the close; half a command line is closed silently.
+on_both_core_counts!(
+    a_command_cut_short_by_the_read_deadline_gets_nsqds_error,
+    |b: Broker| {
+        let cases: [(&[u8], Option<&str>); 3] = [
+            (
+                b"PUB t\n\x00\x00\x00\x0aabc",
+                Some("E_BAD_MESSAGE PUB failed to read message body"),
+            ),
+            (
+                b"MPUB t\n\x00\x00\x00\x10\x00\x00\x00\x02",
+                Some("E_BAD_MESSAGE MPUB failed to read message(0) body size"),
+            ),
+            (b"PUB t", None),
+        ];
+        for (bytes, error) in cases {
+            let mut c = b.client();
+            c.identify(r#"{"heartbeat_interval":1000}"#);
+            let start = std::time::Instant::now();
+            c.send(bytes);
+            if let Some(text) = error {
+                c.expect_error(text);
+            }
+            c.expect_closed();
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                start.elapsed()
+            );
+        }
+        // One byte of the body every 0.5 s keeps every single read short of the deadline, but
+        // not the command: nsqd still cuts it off about 2 s after it began.
+        let mut c = b.client();
+        c.identify(r#"{"heartbeat_interval":1000}"#);
+        let start = std::time::Instant::now();
+        c.send(b"PUB t\n\x00\x00\x00\x0a");
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(500));
+            // The broker may already be closing: a failed write is fine, the frames tell.
+            let _ = std::io::Write::write_all(&mut c.stream, b"a");
+        }
+        c.expect_error("E_BAD_MESSAGE PUB failed to read message body");
+        c.expect_closed();
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+);
+
 on_both_core_counts!(cls_answers_close_wait_and_keeps_socket, |b: Broker| {
     let topic = unique("cls");
     let mut c = b.client();

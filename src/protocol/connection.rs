@@ -612,6 +612,8 @@ impl Connection {
         // Whether everything read last time was an acknowledgement (nothing to answer), and
         // whether it was there without waiting (the peer keeps the socket busy).
         let (mut only_acks, mut busy) = (false, false);
+        // When the command now in `buf` began to arrive, while it is incomplete.
+        let mut partial_since: Option<Instant> = None;
         loop {
             loop {
                 if self.client.is_closing() {
@@ -624,6 +626,7 @@ impl Connection {
                 };
                 match decoded {
                     Ok(Some(cmd)) => {
+                        partial_since = None;
                         let gathered = matches!(
                             cmd,
                             Command::Fin(_) | Command::Req { .. } | Command::Touch(_)
@@ -696,6 +699,7 @@ impl Connection {
             if let Some(delay) = self.ack_read_delay().filter(|_| only_acks && busy) {
                 glommio::timer::sleep(delay).await;
             }
+            self.bound_partial_command(stream, buf, &mut partial_since);
             let asked = Instant::now();
             match self.fill(stream, buf).await {
                 Ok(0) => eof = true,
@@ -704,12 +708,41 @@ impl Connection {
                     only_acks = true;
                     busy = self.read_at - asked < BUSY_READ;
                 }
+                // nsqd's deadline passed: a command cut short gets the error its body read
+                // would have failed with (decoded as at end of stream), then the close.
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    tracing::info!("client({}) read failed: {e}", self.client.remote);
+                    eof = true;
+                }
                 Err(e) => {
                     tracing::info!("client({}) read failed: {e}", self.client.remote);
                     return ReadEnd::Closed;
                 }
             }
         }
+    }
+
+    /// nsqd sets its read deadline (twice the heartbeat interval) once per command, so a
+    /// command must arrive whole within it however slowly its bytes trickle in: while `buf`
+    /// holds part of one, the next read may wait only for what is left of that deadline.
+    fn bound_partial_command(
+        &self,
+        stream: &SharedStream,
+        buf: &BytesMut,
+        partial_since: &mut Option<Instant>,
+    ) {
+        let Some(limit) = self.settings.heartbeat_interval.map(|h| h * 2) else {
+            return;
+        };
+        if buf.is_empty() {
+            if partial_since.take().is_some() {
+                stream.set_read_timeout(Some(limit));
+            }
+            return;
+        }
+        let since = *partial_since.get_or_insert(self.read_at);
+        let left = limit.saturating_sub(since.elapsed());
+        stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
     }
 
     /// Gets more plaintext into `buf`: from compressed input already received, else from the
