@@ -312,8 +312,12 @@ impl Registry {
             };
             (q, Weak::new())
         });
-        let owner = Rc::new(());
-        *weak = Rc::downgrade(&owner);
+        // A live name shares its owner token, so the queue stays owned while any handle lives.
+        let owner = weak.upgrade().unwrap_or_else(|| {
+            let owner = Rc::new(());
+            *weak = Rc::downgrade(&owner);
+            owner
+        });
         let mut q = shared.clone();
         q._owner = Some(owner);
         drop(queues);
@@ -577,10 +581,13 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert!(listed[0].1);
         assert_eq!(listed[0].0.depth(), 0);
-        // A live name is shared, not replaced.
+        // A live name is shared, not replaced, and stays owned while either handle lives.
         let again = r.open("t");
         again.push(&msg(2));
         assert_eq!(new.depth(), 1);
+        drop(again);
+        assert!(r.all()[0].1, "still owned by the first handle");
+        let _ = r.open("t");
         assert!(r.take_retired().is_empty());
     }
 
