@@ -708,15 +708,14 @@ impl Connection {
                     only_acks = true;
                     busy = self.read_at - asked < BUSY_READ;
                 }
-                // nsqd's deadline passed: a command cut short gets the error its body read
-                // would have failed with (decoded as at end of stream), then the close.
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    tracing::info!("client({}) read failed: {e}", self.client.remote);
-                    eof = true;
-                }
                 Err(e) => {
                     tracing::info!("client({}) read failed: {e}", self.client.remote);
-                    return ReadEnd::Closed;
+                    if e.kind() != std::io::ErrorKind::TimedOut {
+                        return ReadEnd::Closed;
+                    }
+                    // nsqd's deadline passed: a command cut short gets the error its body
+                    // read would have failed with (decoded as at end of stream), then the close.
+                    eof = true;
                 }
             }
         }

@@ -14,7 +14,7 @@ use super::Shard;
 use crate::broker::topic::Topic;
 use crate::mesh::PublishOutcome;
 use crate::settings::DiskSettings;
-use crate::storage::backlog::Registry;
+use crate::storage::backlog::{DiskBacklog, Registry};
 use crate::storage::board::MetadataBoard;
 use crate::storage::metadata::{ChannelMeta, Metadata, TopicMeta};
 use crate::storage::queue_io::{QueueConfig, QueueIo, write_synced_temp};
@@ -60,14 +60,7 @@ impl ShardDisk {
         // Deleted queues whose names are in use again: their files go before the new queue of
         // the same name is loaded (in this round or a later one, both after this).
         for old in self.registry.take_retired() {
-            let name = old.name().to_string();
-            let existing = self.io.borrow_mut().remove(&name);
-            let io = match existing {
-                Some(io) => io,
-                None => QueueIo::load(self.cfg.clone(), old).await,
-            };
-            io.delete_files().await;
-            self.registry.metadata_changed();
+            self.delete_queue(old).await;
         }
         let mut live = Vec::new();
         // Taken either way: taking clears the queues' listed flags.
@@ -79,25 +72,32 @@ impl ShardDisk {
                 // Forgotten before any await: a topic or channel of this name created during
                 // the deletion gets a new backlog, loaded only after these files are gone.
                 self.registry.remove(&name);
-            }
-            let existing = self.io.borrow_mut().remove(&name);
-            let emptied = backlog.take_empty_request();
-            let mut io = match existing {
-                Some(io) => io,
-                None => QueueIo::load(self.cfg.clone(), backlog).await,
-            };
-            if !owned {
-                // Its topic or channel was deleted: so are its files, as in nsqd.
-                io.delete_files().await;
-                self.registry.metadata_changed();
+                self.delete_queue(backlog).await;
                 continue;
             }
+            let emptied = backlog.take_empty_request();
+            let mut io = self.take_or_load(backlog).await;
             if emptied {
                 io.empty().await;
             }
             live.push((name, io));
         }
         live
+    }
+
+    /// The queue's IO state, taken out of `io`, or loaded from its files if it has none yet.
+    async fn take_or_load(&self, backlog: DiskBacklog) -> QueueIo {
+        let existing = self.io.borrow_mut().remove(backlog.name());
+        match existing {
+            Some(io) => io,
+            None => QueueIo::load(self.cfg.clone(), backlog).await,
+        }
+    }
+
+    /// Its topic or channel was deleted: so are its files, as in nsqd.
+    async fn delete_queue(&self, backlog: DiskBacklog) {
+        self.take_or_load(backlog).await.delete_files().await;
+        self.registry.metadata_changed();
     }
 
     /// One pass over the queues listed active (every queue when `force_sync`): load new
