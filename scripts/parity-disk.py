@@ -42,25 +42,12 @@ def vlog(*a):
 
 
 # ----------------------------------------------------------------------------- brokers
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+from loopback_ports import free_ports as free_ports_in  # noqa: E402
+
+
 def free_ports(n):
-    out = []
-    tries = 0
-    while len(out) < n:
-        tries += 1
-        if tries > 2000:
-            raise RuntimeError("no free ports")
-        p = random.randint(PORT_LO, PORT_HI)
-        if p in out:
-            continue
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", p))
-            out.append(p)
-        except OSError:
-            pass
-        finally:
-            s.close()
-    return out
+    return free_ports_in(n, PORT_LO, PORT_HI)
 
 
 class Broker:

@@ -39,25 +39,13 @@ REF2_DELAY = 2.5
 _port_lock = threading.Lock()
 _ports_used = set()
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+from loopback_ports import free_ports as free_ports_in  # noqa: E402
+
+
 def free_ports(n):
-    out = []
     with _port_lock:
-        tries = 0
-        while len(out) < n:
-            tries += 1
-            if tries > 5000:
-                raise RuntimeError("no free ports")
-            p = random.randint(PORT_LO, PORT_HI)
-            if p in out or p in _ports_used:
-                continue
-            s = socket.socket()
-            try:
-                s.bind(("127.0.0.1", p))
-                out.append(p)
-            except OSError:
-                pass
-            finally:
-                s.close()
+        out = free_ports_in(n, PORT_LO, PORT_HI, _ports_used)
         _ports_used.update(out)
     return out
 
@@ -87,7 +75,6 @@ FLAGSETS = {
 }
 
 # ============================================================================ snappy / crc32c (framing format)
-sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 from nsq_snappy import SnappyFrameDecoder as SnappyDec, snappy_frame_encode as snappy_encode  # noqa: E402
 
 # ============================================================================ brokers

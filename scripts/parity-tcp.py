@@ -24,21 +24,12 @@ os.makedirs(HERE, exist_ok=True)
 PORT_LO, PORT_HI = 45000, 49999
 
 # ----------------------------------------------------------------------------- helpers
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+from loopback_ports import free_ports  # noqa: E402
+
+
 def ports(n):
-    out = []
-    while len(out) < n:
-        p = random.randint(PORT_LO, PORT_HI)
-        if p in out:
-            continue
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", p))
-            out.append(p)
-        except OSError:
-            pass
-        finally:
-            s.close()
-    return out
+    return free_ports(n, PORT_LO, PORT_HI)
 
 def L(s):
     """a command line (str or bytes) + \\n"""
@@ -70,7 +61,6 @@ def MPB(msgs):
     return struct.pack(">i", len(msgs)) + b"".join(struct.pack(">i", len(m)) + m for m in msgs)
 
 # ----------------------------------------------------------------------------- snappy / crc32c
-sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 from nsq_snappy import SnappyFrameDecoder, snappy_frame_encode  # noqa: E402
 
 # ----------------------------------------------------------------------------- fake auth server
