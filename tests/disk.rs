@@ -653,7 +653,15 @@ fn full_disk_refuses_publishes_keeps_earlier_messages_and_recovers() {
     }
     let refused = refused.expect("publishes refused once the disk is full");
     assert!(refused.starts_with("E_PUB_FAILED"), "{refused}");
-    assert!(b.log().contains("File too large"), "{}", b.log());
+    // The broker logs the write error before it answers, but the log reaches this process
+    // through a pipe and a reader thread, which may lag behind the answer.
+    assert!(
+        wait_until(Duration::from_secs(5), || b
+            .log()
+            .contains("File too large")),
+        "{}",
+        b.log()
+    );
     assert!(prlimit_fsize(&pid, "unlimited"));
     // Space is back: the next storage round writes what was held, and publishing works again.
     let deadline = Instant::now() + Duration::from_secs(10);
