@@ -336,16 +336,17 @@ run_matrix() {
                 each 1 "lat$level" latency --topic "lat$RUN" --rate "$rate" --output-buffer-timeout -1
             done
         fi
-        if [ -n "$TOOLS" ] && [ -x "$TOOLS/bench_writer" ] && [ -x "$TOOLS/bench_reader" ]; then
-            local i
-            for i in "${!LABELS[@]}"; do
-                BROKER_PID="${GROUP_PIDS[$i]}"
-                BROKER_ADDR="${GROUP_ADDRS[$i]}"
-                nsq_tools "${LABELS[$i]}" "$cores"
-            done
-            BROKER_PID=""
-        fi
         stop_group
+
+        if [ -n "$TOOLS" ] && [ -x "$TOOLS/bench_writer" ] && [ -x "$TOOLS/bench_reader" ]; then
+            # A group of its own: after the rows above, a broker holding their memory grew
+            # into guest memory at several times the CPU per message (60 % of its samples in
+            # the kernel's page clearing), which said nothing about either broker.
+            say "--cores $cores: NSQ's bench_writer and bench_reader (fresh brokers, queue $BIG_QUEUE)"
+            start_group "$cores" --mem-queue-size="$BIG_QUEUE"
+            nsq_tools "$cores"
+            stop_group
+        fi
 
         if [ "$cores" = 1 ]; then
             # Consuming a backlog that lives on disk (--mem-queue-size=0 on both brokers).
@@ -383,53 +384,65 @@ create_channel() {
     [ "$reply" = OK ] || say "  could not create channel $2/$3 on $1 (reply: $reply)"
 }
 
-# NSQ's own bench_writer then bench_reader against the current broker: one CSV row each, with
-# the broker's CPU time from /proc around the run. Each tool runs NSQ_TOOL_REPS times (5; 1 with
-# --quick), 1 s each on a topic of its own (so no queue outgrows memory), and the row is the
-# run with the median rate: a single 1 s run of either broker moved by up to 3x between runs.
+# NSQ's own bench_writer and bench_reader against every broker of the group: one CSV row per
+# broker and tool, with the broker's CPU time from /proc around each run. NSQ_TOOL_REPS rounds
+# (5; 1 with --quick); in each, every broker in turn gets a 1 s bench_writer on a new topic and
+# then a 1 s bench_reader draining it, so a broker's memory is reused from round to round and a
+# slow minute hits every broker alike. Each row is the round with the median rate: a single 1 s
+# run of either broker moved by up to 3x between runs.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 nsq_tools() {
-    local label="$1" cores="$2" tool secs=1 reps rep
+    local cores="$1" secs=1 reps rep i tool topic out rate before after
     reps="${NSQ_TOOL_REPS:-$([ "$QUICK" = 1 ] && echo 1 || echo 5)}"
-    local topics=()
+    local -A runs=()
     for rep in $(seq "$reps"); do
-        RUN=$((RUN + 1))
-        topics+=("nsqtools$RUN")
-        # bench_reader's channel exists before bench_writer publishes, so the writer's
-        # messages go straight to it. Without it a topic holds them until the reader's SUB
-        # creates the channel, and the reader's 1 s window paid for moving the writer's whole
-        # backlog (1.9M messages from a fast writer) into the channel.
-        create_channel "$BROKER_ADDR" "nsqtools$RUN" ch
-    done
-    for tool in bench_writer bench_reader; do
-        local runs=() before after out rate ticks
-        for topic in "${topics[@]}"; do
-            before="$(cpu_ticks "$BROKER_PID")"
-            out="$(taskset -c "$(client_cpus "$cores")" "$TOOLS/$tool" --nsqd-tcp-address "$BROKER_ADDR" \
-                --topic "$topic" --runfor "${secs}s" --size 200 2>&1 | tail -1)" || true
-            after="$(cpu_ticks "$BROKER_PID")"
-            rate="$(echo "$out" | grep -o '[0-9.]*ops/s' | sed 's/ops.s//')" || true
-            if [ -z "$rate" ]; then
-                say "  $tool failed against $label: $out"
-                continue
-            fi
-            runs+=("$rate $((after - before))")
+        for i in "${!LABELS[@]}"; do
+            RUN=$((RUN + 1))
+            topic="nsqtools$RUN"
+            # bench_reader's channel exists before bench_writer publishes, so the writer's
+            # messages go straight to it. Without it a topic holds them until the reader's SUB
+            # creates the channel, and the reader's 1 s window paid for moving the writer's
+            # whole backlog (1.9M messages from a fast writer) into the channel.
+            create_channel "${GROUP_ADDRS[$i]}" "$topic" ch
+            for tool in bench_writer bench_reader; do
+                before="$(cpu_ticks "${GROUP_PIDS[$i]}")"
+                out="$(taskset -c "$(client_cpus "$cores")" "$TOOLS/$tool" \
+                    --nsqd-tcp-address "${GROUP_ADDRS[$i]}" \
+                    --topic "$topic" --runfor "${secs}s" --size 200 2>&1 | tail -1)" || true
+                after="$(cpu_ticks "${GROUP_PIDS[$i]}")"
+                rate="$(echo "$out" | grep -o '[0-9.]*ops/s' | sed 's/ops.s//')" || true
+                if [ -z "$rate" ]; then
+                    say "  $tool failed against ${LABELS[$i]}: $out"
+                    continue
+                fi
+                runs["$i $tool"]+="$rate $((after - before))"$'\n'
+            done
         done
-        [ "${#runs[@]}" -gt 0 ] || continue
-        # The median run by rate (the lower middle for an even count).
-        read -r rate ticks < <(printf '%s\n' "${runs[@]}" | sort -g | sed -n "$(((${#runs[@]} + 1) / 2))p")
-        local cpu mode=pub
-        cpu="$(awk -v t="$ticks" -v r="$rate" -v s="$secs" \
-            'BEGIN { if (r > 0) printf "%.3f", t * 1e7 / (r * s) }')"
-        [ "$tool" = bench_reader ] && mode=sub
-        # label,tag,mode,size,batch,connections,cores,topics,rate,pipeline,raw_reply,duration_s,
-        # messages,msgs_per_s,mb_per_s,offered_per_s,p50..max(6),broker_cpu_s,cpu_ns_per_msg,...
-        printf '%s,nsqtools,%s,200,200,1,%s,1,0,1,,%s,%.0f,%.0f,%.2f,%.0f,,,,,,,%.3f,%s,,,,0,0\n' \
-            "$label" "$mode" "$cores" "$secs" "$(awk -v r="$rate" -v s="$secs" 'BEGIN{print r*s}')" \
-            "$rate" "$(awk -v r="$rate" 'BEGIN{print r*200/1e6}')" "$rate" \
-            "$(awk -v t="$ticks" 'BEGIN{print t/100}')" "$cpu" >>"$CSV"
-        say "  $(printf '%-11s %-8s %-6s' "$label" nsqtools "$tool") -> ${rate%.*} msg/s (median of ${#runs[@]}: $(printf '%s ' "${runs[@]%% *}" | sed 's/\.[0-9]*//g'))"
     done
+    for i in "${!LABELS[@]}"; do
+        for tool in bench_writer bench_reader; do
+            nsq_tool_row "${LABELS[$i]}" "$cores" "$tool" "$secs" "${runs["$i $tool"]:-}"
+        done
+    done
+}
+# nsq_tool_row LABEL CORES TOOL SECS RUNS: the CSV row and log line of the median of RUNS
+# ("rate ticks" lines).
+nsq_tool_row() {
+    local label="$1" cores="$2" tool="$3" secs="$4" count rate ticks cpu mode=pub
+    [ -n "$5" ] || return 0
+    count="$(printf '%s' "$5" | grep -c .)"
+    # The median run by rate (the lower middle for an even count).
+    read -r rate ticks < <(printf '%s' "$5" | sort -g | sed -n "$(((count + 1) / 2))p")
+    cpu="$(awk -v t="$ticks" -v r="$rate" -v s="$secs" \
+        'BEGIN { if (r > 0) printf "%.3f", t * 1e7 / (r * s) }')"
+    [ "$tool" = bench_reader ] && mode=sub
+    # label,tag,mode,size,batch,connections,cores,topics,rate,pipeline,raw_reply,duration_s,
+    # messages,msgs_per_s,mb_per_s,offered_per_s,p50..max(6),broker_cpu_s,cpu_ns_per_msg,...
+    printf '%s,nsqtools,%s,200,200,1,%s,1,0,1,,%s,%.0f,%.0f,%.2f,%.0f,,,,,,,%.3f,%s,,,,0,0\n' \
+        "$label" "$mode" "$cores" "$secs" "$(awk -v r="$rate" -v s="$secs" 'BEGIN{print r*s}')" \
+        "$rate" "$(awk -v r="$rate" 'BEGIN{print r*200/1e6}')" "$rate" \
+        "$(awk -v t="$ticks" 'BEGIN{print t/100}')" "$cpu" >>"$CSV"
+    say "  $(printf '%-11s %-8s %-6s' "$label" nsqtools "$tool") -> ${rate%.*} msg/s (median of $count: $(printf '%s' "$5" | awk '{ printf "%d ", $1 }'))"
 }
 
 # Latency levels are fractions of the broker under test's pubsub PUB throughput (16
