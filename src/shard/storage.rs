@@ -57,8 +57,8 @@ impl ShardDisk {
     /// queue of the shard when `all`, else only those listed active since the last round, so
     /// a round's cost follows the queues in use, not the queues that exist.
     async fn open_queues(&self, all: bool) -> Vec<(String, QueueIo)> {
-        // Deleted queues whose names are in use again: their files go before the new queue of
-        // the same name is loaded (in this round or a later one, both after this).
+        // Deleted topics' and channels' queues: their files go before a new queue of the same
+        // name is loaded (in this round or a later one, both after this).
         for old in self.registry.take_retired() {
             self.delete_queue(old).await;
         }
@@ -66,15 +66,8 @@ impl ShardDisk {
         // Taken either way: taking clears the queues' listed flags.
         let active = self.registry.take_active();
         let visit = if all { self.registry.all() } else { active };
-        for (backlog, owned) in visit {
+        for backlog in visit {
             let name = backlog.name().to_string();
-            if !owned {
-                // Forgotten before any await: a topic or channel of this name created during
-                // the deletion gets a new backlog, loaded only after these files are gone.
-                self.registry.remove(&name);
-                self.delete_queue(backlog).await;
-                continue;
-            }
             let emptied = backlog.take_empty_request();
             let mut io = self.take_or_load(backlog).await;
             if emptied {

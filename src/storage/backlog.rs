@@ -62,10 +62,12 @@ impl Clone for DiskBacklog {
 
 impl Drop for DiskBacklog {
     fn drop(&mut self) {
-        // The owning topic or channel is gone: the storage task deletes the files.
-        if self._owner.take().is_some() {
-            self.mark_active();
-            self.registry.poke();
+        // The last owning handle: its topic or channel is gone, so is its name (one opened
+        // again gets a new queue), and the storage task deletes the files.
+        if let Some(owner) = self._owner.take()
+            && Rc::strong_count(&owner) == 1
+        {
+            self.registry.retire(&self.name, &self.buffers);
         }
     }
 }
@@ -212,6 +214,8 @@ impl DiskBacklog {
 }
 
 /// A queue listed for the next round: its name and its buffers (to clear the listed flag).
+/// A queue's name and buffers, as the registry lists them without holding a [`DiskBacklog`]
+/// (which would hold the registry in turn).
 type ActiveQueue = (Rc<str>, Rc<RefCell<Buffers>>);
 
 /// Shared by every backlog of one shard: wakes the storage task, and tracks which writes
@@ -241,9 +245,15 @@ struct RegistryCore {
     meta_written: Cell<u64>,
     /// Waiting for nsqd.dat to hold a change (a pause, which nsqd persists before it answers).
     meta_waiters: RefCell<Vec<Waker>>,
-    /// Queues with something for the next round to do (written, read, emptied, opened,
-    /// deleted), each listed once.
+    /// Queues with something for the next round to do (written, read, emptied, opened),
+    /// each listed once.
     active: RefCell<Vec<ActiveQueue>>,
+    /// The queues of live topics and channels, by name, each with a weak link to its owner
+    /// token (see [`DiskBacklog`]).
+    queues: RefCell<BTreeMap<String, (ActiveQueue, Weak<()>)>>,
+    /// Queues whose topic or channel was deleted: the storage task deletes their files
+    /// before it loads any queue, so a name opened again meanwhile starts empty.
+    retired: RefCell<Vec<ActiveQueue>>,
 }
 
 impl RegistryCore {
@@ -255,17 +265,29 @@ impl RegistryCore {
     fn bump_metadata(&self) {
         self.meta_changed.set(self.meta_changed.get() + 1);
     }
+
+    /// The owner of `name`'s queue `buffers` is gone: the name is free again and the files
+    /// are for the storage task to delete.
+    fn retire(&self, name: &Rc<str>, buffers: &Rc<RefCell<Buffers>>) {
+        let mut queues = self.queues.borrow_mut();
+        if queues
+            .get(&**name)
+            .is_some_and(|((_, b), _)| Rc::ptr_eq(b, buffers))
+        {
+            queues.remove(&**name);
+        }
+        drop(queues);
+        self.retired
+            .borrow_mut()
+            .push((name.clone(), buffers.clone()));
+        self.poke();
+    }
 }
 
 /// The disk queues of one shard, by name: what its storage task serves.
 #[derive(Debug, Default)]
 pub struct Registry {
     core: Rc<RegistryCore>,
-    /// Each queue with a weak link to its owner's token (see [`DiskBacklog`]).
-    queues: RefCell<BTreeMap<String, (DiskBacklog, Weak<()>)>>,
-    /// Queues of deleted topics or channels whose names were opened again before the storage
-    /// task deleted their files: the new queue starts empty, and these files go first.
-    retired: RefCell<Vec<DiskBacklog>>,
 }
 
 impl Registry {
@@ -276,8 +298,6 @@ impl Registry {
                 durable_writes,
                 ..RegistryCore::default()
             }),
-            queues: RefCell::default(),
-            retired: RefCell::default(),
         }
     }
 
@@ -287,30 +307,26 @@ impl Registry {
         self.core.failing.borrow().clone()
     }
 
+    /// A handle without ownership on a listed queue.
+    fn handle(&self, (name, buffers): &ActiveQueue) -> DiskBacklog {
+        DiskBacklog {
+            name: name.clone(),
+            buffers: buffers.clone(),
+            registry: self.core.clone(),
+            _owner: None,
+        }
+    }
+
     /// Opens (or returns the already open) backlog of `name`; the storage task loads its files.
-    /// A name whose topic or channel was deleted and is not yet cleaned up gets a new, empty
-    /// backlog (nsqd deletes the files before the name can be used again): the old one is
-    /// retired, and the storage task deletes its files before it loads the new one's.
+    /// The queue lives while any handle this returned for it does; once the last is dropped
+    /// (its topic or channel was deleted) the name is free, and opening it again gives a new,
+    /// empty backlog, loaded only after the old files are deleted (as in nsqd, which deletes
+    /// them before the name can be used again).
     pub fn open(&self, name: &str) -> DiskBacklog {
-        let mut queues = self.queues.borrow_mut();
-        if queues
-            .get(name)
-            .is_some_and(|(_, owner)| owner.strong_count() == 0)
-            && let Some((old, _)) = queues.remove(name)
-        {
-            self.retired.borrow_mut().push(old);
-        }
-        if !queues.contains_key(name) {
+        let mut queues = self.core.queues.borrow_mut();
+        let (queue, weak) = queues.entry(name.to_string()).or_insert_with(|| {
             self.core.bump_metadata();
-        }
-        let (shared, weak) = queues.entry(name.to_string()).or_insert_with(|| {
-            let q = DiskBacklog {
-                name: Rc::from(name),
-                buffers: Rc::default(),
-                registry: self.core.clone(),
-                _owner: None,
-            };
-            (q, Weak::new())
+            ((Rc::from(name), Rc::default()), Weak::new())
         });
         // A live name shares its owner token, so the queue stays owned while any handle lives.
         let owner = weak.upgrade().unwrap_or_else(|| {
@@ -318,7 +334,7 @@ impl Registry {
             *weak = Rc::downgrade(&owner);
             owner
         });
-        let mut q = shared.clone();
+        let mut q = self.handle(queue);
         q._owner = Some(owner);
         drop(queues);
         q.mark_active();
@@ -326,45 +342,37 @@ impl Registry {
         q
     }
 
-    /// Every open backlog, and whether its topic or channel still exists.
-    pub fn all(&self) -> Vec<(DiskBacklog, bool)> {
-        self.queues
+    /// Every backlog of a live topic or channel.
+    pub fn all(&self) -> Vec<DiskBacklog> {
+        self.core
+            .queues
             .borrow()
             .values()
-            .map(|(q, owner)| (q.clone(), owner.strong_count() > 0))
+            .map(|(q, _)| self.handle(q))
             .collect()
     }
 
-    /// For the storage task: the queues listed since the last call (see
-    /// [`DiskBacklog::mark_active`]), and whether each one's topic or channel still exists.
-    /// A retired queue's listing is dropped ([`Registry::take_retired`] covers it), so it
-    /// never stands for the new queue of its name.
-    pub fn take_active(&self) -> Vec<(DiskBacklog, bool)> {
+    /// For the storage task: the live queues listed since the last call (see
+    /// [`DiskBacklog::mark_active`]). A retired queue's listing is dropped
+    /// ([`Registry::take_retired`] covers it), so it never stands for a new queue of its name.
+    pub fn take_active(&self) -> Vec<DiskBacklog> {
         let listed = std::mem::take(&mut *self.core.active.borrow_mut());
-        let queues = self.queues.borrow();
+        let queues = self.core.queues.borrow();
         listed
             .into_iter()
             .filter_map(|(name, buffers)| {
                 buffers.borrow_mut().active = false;
-                let (q, owner) = queues.get(&*name)?;
-                Rc::ptr_eq(&q.buffers, &buffers).then(|| (q.clone(), owner.strong_count() > 0))
+                let (q, _) = queues.get(&*name)?;
+                Rc::ptr_eq(&q.1, &buffers).then(|| self.handle(q))
             })
             .collect()
     }
 
-    /// For the storage task, before it loads any queue: the retired queues (see
-    /// [`Registry::open`]), whose files it deletes.
+    /// For the storage task, before it loads any queue: the queues of deleted topics and
+    /// channels, whose files it deletes.
     pub fn take_retired(&self) -> Vec<DiskBacklog> {
-        std::mem::take(&mut *self.retired.borrow_mut())
-    }
-
-    /// Forgets a queue whose topic or channel was deleted, before the storage task deletes its
-    /// files (a name opened again meanwhile then gets a new backlog, loaded after the deletion).
-    pub fn remove(&self, name: &str) {
-        let mut queues = self.queues.borrow_mut();
-        if queues.get(name).is_some_and(|(_, o)| o.strong_count() == 0) {
-            queues.remove(name);
-        }
+        let retired = std::mem::take(&mut *self.core.retired.borrow_mut());
+        retired.iter().map(|q| self.handle(q)).collect()
     }
 
     /// Waits until some backlog changed since the last call (or `stop()` holds).
@@ -557,7 +565,6 @@ mod tests {
         assert!(q.pop().is_none());
         assert_eq!(q.depth(), 0);
         assert_eq!(r.all().len(), 1, "open is idempotent per name");
-        assert!(r.all()[0].1, "owned while the handle lives");
         assert_eq!(r.open("t:c").depth(), 0);
         assert_eq!(r.all().len(), 1);
     }
@@ -568,36 +575,38 @@ mod tests {
         let old = r.open("t");
         old.push(&msg(1));
         let _ = r.take_active();
+        old.push(&msg(2)); // listed again, then deleted before the storage task looked
         drop(old); // the topic was deleted; the storage task has not seen it yet
+        assert!(r.all().is_empty(), "a deleted queue is no longer served");
         let new = r.open("t");
         assert_eq!(new.depth(), 0, "nothing of the deleted queue carries over");
         let retired = r.take_retired();
         assert_eq!(retired.len(), 1);
-        assert_eq!(retired[0].depth(), 1);
+        assert_eq!(retired[0].depth(), 2);
         assert!(r.take_retired().is_empty(), "taken once");
-        // The old queue's listing (its deletion) must not stand for the new queue a second
-        // time: one entry, the new one, owned.
+        // The old queue's listing must not stand for the new queue: one entry, the new one.
         let listed = r.take_active();
         assert_eq!(listed.len(), 1);
-        assert!(listed[0].1);
-        assert_eq!(listed[0].0.depth(), 0);
+        assert_eq!(listed[0].depth(), 0);
         // A live name is shared, not replaced, and stays owned while either handle lives.
         let again = r.open("t");
-        again.push(&msg(2));
+        again.push(&msg(3));
         assert_eq!(new.depth(), 1);
         drop(again);
-        assert!(r.all()[0].1, "still owned by the first handle");
-        let _ = r.open("t");
-        assert!(r.take_retired().is_empty());
+        assert!(
+            r.take_retired().is_empty(),
+            "still owned by the first handle"
+        );
+        assert_eq!(r.all().len(), 1);
+        drop(new);
+        assert_eq!(r.take_retired().len(), 1, "the last handle retires it");
     }
 
     #[test]
     fn only_queues_with_something_to_do_are_listed_for_a_round() {
         let r = Registry::default();
-        let names = |v: Vec<(DiskBacklog, bool)>| -> Vec<(String, bool)> {
-            v.into_iter()
-                .map(|(q, owned)| (q.name().to_string(), owned))
-                .collect()
+        let names = |v: Vec<DiskBacklog>| -> Vec<String> {
+            v.into_iter().map(|q| q.name().to_string()).collect()
         };
         let (a, b, c) = (r.open("a"), r.open("b"), r.open("c"));
         assert_eq!(
@@ -608,7 +617,7 @@ mod tests {
         assert!(r.take_active().is_empty(), "listed once");
         b.push(&msg(1));
         b.push(&msg(2));
-        assert_eq!(names(r.take_active()), [("b".to_string(), true)]);
+        assert_eq!(names(r.take_active()), ["b"]);
         c.set_depth(1);
         c.extend_ready([(
             msg(3),
@@ -621,13 +630,14 @@ mod tests {
         a.empty();
         let mut got = names(r.take_active());
         got.sort();
-        assert_eq!(got, [("a".to_string(), true), ("c".to_string(), true)]);
+        assert_eq!(got, ["a", "c"]);
+        assert_eq!(r.all().len(), 3, "a full round sees every queue");
         drop(a);
-        assert_eq!(
-            names(r.take_active()),
-            [("a".to_string(), false)],
-            "deleted"
+        assert!(
+            r.take_active().is_empty(),
+            "a deleted queue is retired, not listed"
         );
-        assert_eq!(r.all().len(), 3, "a full round still sees every queue");
+        assert_eq!(names(r.take_retired()), ["a"]);
+        assert_eq!(names(r.all()), ["b", "c"]);
     }
 }
