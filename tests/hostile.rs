@@ -553,6 +553,69 @@ fn stuck_consumer(args: &[&str], n: usize, retained_kib: u64) {
     assert_recovered_within(&b, base, retained_kib, "stuck_consumer");
 }
 
+/// A few messages kept for long (DPUB with a long delay, REQ with a long delay as go-nsq's
+/// backoff does, TOUCHed by a consumer working on them) must not make the broker keep
+/// everything published around them. A body read from a publisher is a slice of that
+/// connection's read buffer, so each such message used to pin its whole buffer: here 60–100
+/// MiB for each of the three kinds (nsqd keeps each message on its own).
+#[test]
+fn sparse_long_held_messages_do_not_pin_what_was_published_with_them() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let b = start();
+    let base = baseline(&b);
+    let topic = unique("sparse");
+    let (n, every) = (50_000usize, 100usize);
+    let mut c = b.consumer(&topic, "c", 1000);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let producer = {
+        let (addr, topic, seen) = (b.tcp, topic.clone(), seen.clone());
+        thread::spawn(move || {
+            let body = vec![b's'; 2048];
+            let bodies: Vec<&[u8]> = (0..100).map(|_| &body[..]).collect();
+            let mut p = Client::connect(addr);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for sent in (0..n).step_by(100) {
+                // Only a little ahead of the consumer: what the broker holds at any time stays
+                // small, so its RSS afterwards shows what stayed pinned, not a queue's peak.
+                while sent > seen.load(Ordering::Relaxed) + 3000 && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                p.mpub(&topic, &bodies);
+                p.with_body(&format!("DPUB {topic} 3600000"), &body);
+                p.expect_ok();
+            }
+        })
+    };
+    let mut touched = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+        let Frame::Message(m) = c.next() else {
+            continue;
+        };
+        let count = seen.fetch_add(1, Ordering::Relaxed) + 1;
+        if count.is_multiple_of(every) {
+            c.line(&format!("REQ {} 3600000", m.id));
+        } else if count % every == every / 2 && touched < 300 {
+            c.line(&format!("TOUCH {}", m.id));
+            touched += 1;
+        } else {
+            c.line(&format!("FIN {}", m.id));
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(
+        seen.load(Ordering::Relaxed),
+        n,
+        "every message delivered once"
+    );
+    c.line("NOP");
+    c.expect_silence(Duration::from_millis(200));
+    // Everything is finished but 1,000 deferred and 300 touched messages (2.6 MiB of bodies).
+    assert_recovered(&b, base, "sparse_long_held");
+    drop(c);
+}
+
 /// Writes `chunk` up to `times` times, stopping when a write blocks for 3 s; returns how many
 /// chunks went out.
 fn write_until_blocked(

@@ -387,16 +387,19 @@ impl Channel {
         if let Some(c) = self.consumer_mut(id) {
             c.requeue_count += 1;
         }
+        let mut msg = f.msg;
         if delay.is_zero() {
-            self.enqueue(f.msg);
+            self.enqueue(msg);
         } else {
-            self.defer(f.msg, now + delay);
+            msg.detach_body();
+            self.defer(msg, now + delay);
         }
         Ok(())
     }
 
     /// TOUCH: a new deadline of now + the client's msg_timeout, capped at delivery +
-    /// `max_msg_timeout`.
+    /// `max_msg_timeout`. A touched message is one a consumer keeps for long: the first TOUCH
+    /// detaches its body.
     pub fn touch(
         &mut self,
         id: ConsumerId,
@@ -414,6 +417,10 @@ impl Channel {
             .reschedule(msg_id, |f| {
                 if f.owner != id {
                     return Err(InFlightError::NotOwner);
+                }
+                if !f.detached {
+                    f.msg.detach_body();
+                    f.detached = true;
                 }
                 Ok((now + timeout).min(f.delivered_at + max_msg_timeout))
             })
@@ -486,6 +493,7 @@ impl Channel {
                     owner: id,
                     deadline,
                     delivered_at: now,
+                    detached: false,
                 },
             );
             delivered += 1;

@@ -39,6 +39,8 @@ pub struct InFlight {
     pub deadline: Instant,
     /// When it was delivered (TOUCH may not extend past this + `max_msg_timeout`).
     pub delivered_at: Instant,
+    /// Whether a TOUCH gave the body its own allocation (see [`Message::detach_body`]).
+    pub detached: bool,
 }
 
 /// A scheduled deadline: the slot it belongs to and the slot's generation when scheduled.
@@ -138,11 +140,12 @@ impl InFlightTable {
     }
 
     /// Gives `id` a new deadline (TOUCH). Returns the entry for the caller's checks first:
-    /// `decide(entry)` returns the new deadline, or `None` to leave it alone.
+    /// `decide(entry)` returns the new deadline (and may update the entry), or an error to
+    /// leave it alone.
     pub fn reschedule<E>(
         &mut self,
         id: &MessageId,
-        decide: impl FnOnce(&InFlight) -> Result<Instant, E>,
+        decide: impl FnOnce(&mut InFlight) -> Result<Instant, E>,
     ) -> Option<Result<(), E>> {
         let slot = *self.index.get(id)?;
         let s = &mut self.slots[slot as usize];
@@ -286,6 +289,7 @@ mod tests {
             owner,
             deadline,
             delivered_at: deadline,
+            detached: false,
         }
     }
 

@@ -28,6 +28,14 @@ impl Message {
             body,
         }
     }
+
+    /// Gives the body an allocation of its own. A body read from a client is a slice of the
+    /// connection's read buffer, which stays allocated while any slice of it lives: one
+    /// message kept for long (deferred, or held by a consumer that TOUCHes it) would keep
+    /// every message read with it in memory, megabytes for a 200-byte message.
+    pub fn detach_body(&mut self) {
+        self.body = Bytes::copy_from_slice(&self.body);
+    }
 }
 
 /// Encodes a 64-bit ID as nsqd does: the 8 big-endian bytes in lowercase hex.
@@ -44,6 +52,17 @@ pub fn hex_id(id: u64) -> MessageId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_detached_body_no_longer_shares_the_buffer_it_was_read_into() {
+        let read_buffer = Bytes::from(vec![7u8; 64 * 1024]);
+        let mut m = Message::new(hex_id(1), 0, read_buffer.slice(100..300));
+        let block = read_buffer.as_ptr_range();
+        assert!(block.contains(&m.body.as_ptr()));
+        m.detach_body();
+        assert_eq!(&m.body[..], &[7u8; 200][..]);
+        assert!(!block.contains(&m.body.as_ptr()));
+    }
 
     #[test]
     fn hex_is_lowercase_big_endian() {

@@ -160,7 +160,11 @@ impl Topic {
         for body in bodies {
             self.message_count += 1;
             self.message_bytes += body.len() as u64;
-            let msg = Message::new(self.guid.next_id(now_ns), now_ns, body);
+            let mut msg = Message::new(self.guid.next_id(now_ns), now_ns, body);
+            if defer_until.is_some() {
+                // Kept until due (and shared by every channel's copy): see `detach_body`.
+                msg.detach_body();
+            }
             if self.fans_out() {
                 self.fan_out(msg, defer_until, mem_queue_size);
             } else if self.backlog.len() < mem_queue_size
