@@ -386,6 +386,68 @@ fn tls_carries_large_pipelined_bodies() {
     }
 }
 
+/// A consumer with a deep RDY over TLS gets its backlog in one burst of hundreds of KiB, more
+/// than rustls buffers at a time (64 KiB): it must arrive whole (the broker used to close the
+/// connection with "cannot encode output: failed to write whole buffer").
+#[test]
+fn tls_consumer_gets_a_burst_larger_than_rustls_buffers() {
+    let tls = TestCerts::new("client");
+    let b = start(&tls_flags(&tls));
+    let body = vec![b'b'; 1000];
+    let bodies: Vec<&[u8]> = (0..100).map(|_| body.as_slice()).collect();
+    for snappy in [false, true] {
+        let topic = unique("tlsburst");
+        let mut p = b.client();
+        for _ in 0..3 {
+            p.mpub(&topic, &bodies);
+        }
+        let mut c = FeatureClient::connect(&b);
+        let features = if snappy { r#","snappy":true"# } else { "" };
+        c.identify(&format!(
+            r#"{{"feature_negotiation":true,"tls_v1":true{features}}}"#
+        ));
+        c.upgrade_tls(tls.client_config(false));
+        c.expect_ok();
+        if snappy {
+            c.upgrade_snappy();
+            c.expect_ok();
+        }
+        c.command(&format!("SUB {topic} c"), None);
+        c.expect_ok();
+        c.command("RDY 300", None);
+        for i in 0..300 {
+            let (ty, data) = c.frame();
+            assert_eq!(
+                (ty, &data[26..]),
+                (2, &body[..]),
+                "message {i}, snappy {snappy}"
+            );
+        }
+    }
+}
+
+/// A deflate publisher's body that compresses to a few hundred bytes inflates to more than
+/// the broker decompresses in one step; the rest must come out of what was already received
+/// (the broker used to wait for socket bytes the client never sends).
+#[test]
+fn deflate_publisher_body_inflating_far_beyond_its_compressed_size() {
+    let b = start(&[]);
+    let mut c = FeatureClient::connect(&b);
+    c.identify(r#"{"feature_negotiation":true,"deflate":true,"deflate_level":1}"#);
+    c.upgrade_deflate();
+    c.expect_ok();
+    let topic = unique("bigdeflate");
+    let body = vec![b' '; 300_000];
+    for _ in 0..3 {
+        c.command(&format!("PUB {topic}"), Some(&body));
+        c.expect_ok();
+    }
+    let mut consumer = b.consumer(&topic, "c", 3);
+    for _ in 0..3 {
+        assert_eq!(consumer.expect_message().body, body);
+    }
+}
+
 #[test]
 fn topology_aware_consumption_serves_the_zone_first() {
     let b = start(&[

@@ -137,16 +137,27 @@ impl Transport {
         };
         match self.tls.borrow_mut().as_mut() {
             None => wire.extend_from_slice(data),
-            Some(tls) => {
-                if !data.is_empty() {
-                    tls.writer().write_all(data)?;
-                }
-                while tls.wants_write() {
-                    tls.write_tls(wire)?;
-                }
-            }
+            Some(tls) => encrypt(tls, data, wire)?,
         }
         Ok(())
+    }
+}
+
+/// Encrypts `data` into TLS records appended to `wire`. rustls takes at most its buffer limit
+/// (64 KiB) of records at a time, so the records are drained between pieces: a consumer's
+/// output after a burst of deliveries is often larger.
+fn encrypt(tls: &mut ServerConnection, mut data: &[u8], wire: &mut Vec<u8>) -> io::Result<()> {
+    loop {
+        while tls.wants_write() {
+            tls.write_tls(wire)?;
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        match tls.writer().write(data)? {
+            0 if !tls.wants_write() => return Err(io::ErrorKind::WriteZero.into()),
+            n => data = &data[n..],
+        }
     }
 }
 
@@ -191,6 +202,9 @@ pub struct Inbound {
     /// Bytes after TLS, before decompression.
     pending: BytesMut,
     decompressor: Option<Decompressor>,
+    /// The inflater filled all the room it was given last time, so it may hold more output
+    /// even with no input left (a highly compressible body expands far beyond its input).
+    inflater_full: bool,
 }
 
 /// A layer rejected the peer's bytes; the connection must close.
@@ -225,7 +239,7 @@ impl Inbound {
 
     /// Whether compressed input is waiting to be turned into plaintext.
     pub fn has_pending(&self) -> bool {
-        self.decompressor.is_some() && !self.pending.is_empty()
+        self.decompressor.is_some() && (!self.pending.is_empty() || self.inflater_full)
     }
 
     /// Feeds raw socket bytes (decrypting through `transport`'s TLS if active) and appends up to
@@ -277,13 +291,20 @@ impl Inbound {
             }
             Some(Decompressor::Deflate(d)) => {
                 let mut produced = Vec::with_capacity(64 * 1024);
-                while !self.pending.is_empty() && out.len() + produced.len() < MAX_PLAINTEXT_STEP {
+                // Bounded per step, not by what `out` already holds: a command larger than a
+                // step is completed over several.
+                while (!self.pending.is_empty() || self.inflater_full)
+                    && produced.len() < MAX_PLAINTEXT_STEP
+                {
                     produced.reserve(64 * 1024);
+                    let room = produced.capacity() - produced.len();
                     let (in_before, out_before) = (d.total_in(), d.total_out());
                     d.decompress_vec(&self.pending, &mut produced, FlushDecompress::None)
                         .map_err(|e| TransportError(format!("deflate: {e}")))?;
+                    let made = (d.total_out() - out_before) as usize;
                     self.pending.advance((d.total_in() - in_before) as usize);
-                    if d.total_in() == in_before && d.total_out() == out_before {
+                    self.inflater_full = made == room;
+                    if d.total_in() == in_before && made == 0 {
                         break;
                     }
                 }
@@ -364,6 +385,93 @@ mod tests {
     #[test]
     fn deflate_round_trips_across_flushes() {
         round_trip(Compression::Deflate(6), &[b"hello", &[7u8; 200_000], b"x"]);
+    }
+
+    /// A body that compresses to a few hundred bytes leaves its inflated output in the
+    /// inflater once the input is used up: it must still come out, with nothing more read.
+    #[test]
+    fn deflate_output_larger_than_a_step_comes_out_without_more_input() {
+        for level in [1, 6, 9] {
+            let tx = Transport::default();
+            tx.start_compression(Compression::Deflate(level));
+            let mut wire = Vec::new();
+            let body = vec![b' '; 300_000];
+            tx.encode(&body, &mut wire).unwrap();
+            let plain = Transport::default();
+            let mut inbound = Inbound::default();
+            inbound.start_decompression(Compression::Deflate(level));
+            let mut got = BytesMut::new();
+            inbound.feed(&plain, &wire, &mut got).unwrap();
+            for _ in 0..10 {
+                if !inbound.has_pending() {
+                    break;
+                }
+                let before = got.len();
+                inbound.step(&mut got).unwrap();
+                // A step that found nothing more (the last one filled its room exactly)
+                // must say so, or the reader would spin instead of reading the socket.
+                assert!(got.len() > before || !inbound.has_pending());
+            }
+            assert_eq!(got.len(), body.len(), "level {level}");
+        }
+    }
+
+    /// A TLS server connection and the client talking to it, handshake done.
+    fn tls_pair() -> (ServerConnection, rustls::ClientConnection) {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = CertificateDer::from(key.cert.der().to_vec());
+        let private = PrivateKeyDer::try_from(key.key_pair.serialize_der()).unwrap();
+        let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], private)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut server = ServerConnection::new(std::sync::Arc::new(server_cfg)).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client =
+            rustls::ClientConnection::new(std::sync::Arc::new(client_cfg), name).unwrap();
+        while client.is_handshaking() || server.is_handshaking() {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).unwrap();
+            server.read_tls(&mut &buf[..]).unwrap();
+            server.process_new_packets().unwrap();
+            buf.clear();
+            server.write_tls(&mut buf).unwrap();
+            client.read_tls(&mut &buf[..]).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        (server, client)
+    }
+
+    /// rustls buffers at most 64 KiB of records; a consumer's output after a burst of
+    /// deliveries is larger and must go out whole.
+    #[test]
+    fn tls_encodes_more_than_rustls_buffers_at_once() {
+        let (server, mut client) = tls_pair();
+        let tx = Transport::default();
+        tx.start_tls(server);
+        let plain: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
+        let mut wire = Vec::new();
+        tx.encode(&plain, &mut wire).unwrap();
+        let mut rest = &wire[..];
+        let mut got = Vec::new();
+        while !rest.is_empty() {
+            client.read_tls(&mut rest).unwrap();
+            client.process_new_packets().unwrap();
+            let _ = client.reader().read_to_end(&mut got);
+        }
+        assert_eq!(got.len(), plain.len());
+        assert!(got == plain);
     }
 
     #[test]
