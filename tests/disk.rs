@@ -749,6 +749,51 @@ fn http_post(b: &Broker, path: &str) -> u16 {
     }
 }
 
+/// With `--durable-ack` a deferred message still waits out its deferral: in a channel, and in
+/// a topic that holds its messages (paused, or without channels), where it used to go to the
+/// disk queue like a non-deferred one and came out at once on unpause. (Deferred messages are
+/// held in memory as in nsqd: a disk queue record has no room for a deferral; see README.)
+#[test]
+fn durable_ack_keeps_a_deferral_in_a_paused_topic_and_in_a_channel() {
+    if !common::http_supported() {
+        eprintln!("no HTTP in this build; skipped");
+        return;
+    }
+    let dir = temp_dir();
+    let flag = data_flag(&dir);
+    let b = Broker::start(&[flag.as_str(), "--cores=2", "--durable-ack"]);
+    let (paused, fanning) = (unique("dpubpaused"), unique("dpubchannel"));
+    let mut p = b.client();
+    p.sub(&fanning, "c");
+    drop(p);
+    assert_eq!(http_post(&b, &format!("/topic/create?topic={paused}")), 200);
+    assert_eq!(http_post(&b, &format!("/topic/pause?topic={paused}")), 200);
+    let mut p = b.client();
+    let sent = Instant::now();
+    for topic in [&paused, &fanning] {
+        p.with_body(&format!("DPUB {topic} 1500"), b"later");
+        p.expect_ok();
+    }
+    assert_eq!(
+        http_post(&b, &format!("/topic/unpause?topic={paused}")),
+        200
+    );
+    for topic in [&paused, &fanning] {
+        let mut c = b.consumer(topic, "c", 1);
+        let early = Duration::from_millis(1000).saturating_sub(sent.elapsed());
+        if !early.is_zero() {
+            c.expect_silence(early);
+        }
+        let m = c.expect_message();
+        assert_eq!(m.body, b"later");
+        assert!(
+            sent.elapsed() >= Duration::from_millis(1400),
+            "{topic}: delivered {:?} after a 1500 ms DPUB",
+            sent.elapsed()
+        );
+    }
+}
+
 /// nsqd writes nsqd.dat before it answers a pause or unpause ("so in case of process failure
 /// nsqd won't suddenly (un)pause a topic"): the file holds the new state as soon as the
 /// answer arrives, for topics owned by either core (the request lands on either listener).

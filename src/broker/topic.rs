@@ -168,8 +168,10 @@ impl Topic {
             if self.fans_out() {
                 self.fan_out(msg, defer_until, mem_queue_size);
             } else if self.backlog.len() < mem_queue_size
-                && !self.disk.as_ref().is_some_and(DiskBacklog::durable)
+                && (defer_until.is_some() || !self.disk.as_ref().is_some_and(DiskBacklog::durable))
             {
+                // A deferred message waits in memory even with `--durable-ack`, as it does in
+                // a channel: a disk queue record has no room for its deferral.
                 self.backlog.push_back((msg, defer_until));
             } else if let Some(disk) = &self.disk {
                 // Spilled deferred messages lose their deferral, as in nsqd.
