@@ -83,6 +83,7 @@ NCPU="$(nproc)"
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/nsq-bench.XXXXXX")"
 BROKER_PID=""
 BROKER_ADDR=""
+BROKER_HTTP=""
 
 stop_broker() {
     [ -n "$BROKER_PID" ] || return 0
@@ -124,6 +125,7 @@ launch() {
     BROKER_PID=$!
     for _ in $(seq 200); do
         BROKER_ADDR="$(grep -o 'TCP: listening on 127\.0\.0\.1:[0-9]*' "$dir/log" | head -1 | sed 's/.* on //')" || true
+        BROKER_HTTP="$(grep -o 'HTTP: listening on 127\.0\.0\.1:[0-9]*' "$dir/log" | head -1 | sed 's/.* on //')" || true
         if [ -n "$BROKER_ADDR" ] && { [ "$bin" != "$OURS_BIN" ] || grep -q 'serving on' "$dir/log"; }; then
             return 0
         fi
@@ -253,6 +255,7 @@ done
 # nothing), and slow drifts in machine load hit both sides of a ratio alike.
 GROUP_PIDS=()
 GROUP_ADDRS=()
+GROUP_HTTP=()
 start_group() {
     local cores="$1" i
     shift
@@ -260,6 +263,7 @@ start_group() {
         start_broker "${LABELS[$i]}" "$cores" "$@"
         GROUP_PIDS[$i]="$BROKER_PID"
         GROUP_ADDRS[$i]="$BROKER_ADDR"
+        GROUP_HTTP[$i]="$BROKER_HTTP"
         BROKER_PID=""
     done
 }
@@ -271,6 +275,7 @@ stop_group() {
     done
     GROUP_PIDS=()
     GROUP_ADDRS=()
+    GROUP_HTTP=()
 }
 # each CORES TAG MODE [flags...]: the same run against every broker of the group in turn.
 each() {
@@ -370,6 +375,16 @@ run_matrix() {
     fi
 }
 
+# delete_topic HTTP_ADDR TOPIC: POST /topic/delete over HTTP/1.0 (bash's /dev/tcp), reply ignored.
+delete_topic() {
+    local host="${1%:*}" port="${1##*:}"
+    [ -n "$1" ] || return 0
+    exec 3<>"/dev/tcp/$host/$port" || return 0
+    printf 'POST /topic/delete?topic=%s HTTP/1.0\r\nContent-Length: 0\r\n\r\n' "$2" >&3
+    timeout 5 cat <&3 >/dev/null || true
+    exec 3<&- 3>&-
+}
+
 # create_channel ADDR TOPIC CHANNEL: SUB over protocol V2 (bash's /dev/tcp), wait for the OK,
 # disconnect; the channel stays, as nsqd keeps a non-ephemeral channel without consumers.
 create_channel() {
@@ -386,9 +401,11 @@ create_channel() {
 
 # NSQ's own bench_writer and bench_reader against every broker of the group: one CSV row per
 # broker and tool, with the broker's CPU time from /proc around each run. NSQ_TOOL_REPS rounds
-# (5; 1 with --quick); in each, every broker in turn gets a 1 s bench_writer on a new topic and
-# then a 1 s bench_reader draining it, so a broker's memory is reused from round to round and a
-# slow minute hits every broker alike. Each row is the round with the median rate: a single 1 s
+# (5; 1 with --quick); in each, every broker in turn gets a 1 s bench_writer on a new topic,
+# then a 1 s bench_reader on it, then the topic is deleted (the reader takes about half of
+# what the writer wrote). So a broker's memory stays at one round's and is reused from round
+# to round, where growing by a gigabyte a round into memory the guest had not touched cost
+# either broker several times the CPU per message, and a slow minute hits every broker alike. Each row is the round with the median rate: a single 1 s
 # run of either broker moved by up to 3x between runs.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 nsq_tools() {
@@ -417,6 +434,7 @@ nsq_tools() {
                 fi
                 runs["$i $tool"]+="$rate $((after - before))"$'\n'
             done
+            delete_topic "${GROUP_HTTP[$i]}" "$topic"
         done
     done
     for i in "${!LABELS[@]}"; do
