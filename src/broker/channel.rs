@@ -430,6 +430,10 @@ impl Channel {
     /// Moves expired in-flight messages back to the queue and due deferred messages into it.
     /// Returns true if anything moved.
     pub fn process_timers(&mut self, now: Instant) -> bool {
+        if self.in_flight.scheduled() == 0 && self.deferred.is_empty() {
+            // No deadline of any kind: an idle channel costs the periodic scan one check.
+            return false;
+        }
         let mut moved = false;
         for f in self.in_flight.expire(now) {
             self.counters.timeout_count += 1;

@@ -56,6 +56,9 @@ pub struct Topic {
     pub message_count: u64,
     /// Bytes of message bodies accepted.
     pub message_bytes: u64,
+    /// Bumped whenever a channel is added or removed, so the core can tell its channel list
+    /// changed without comparing names (see `Shard::announce_registrations`).
+    channel_changes: u64,
     backlog: VecDeque<(Message, Option<Instant>)>,
     guid: GuidFactory,
     /// Overflow of the backlog (non-ephemeral topics with a data path).
@@ -86,6 +89,7 @@ impl Topic {
             channels: BTreeMap::new(),
             message_count: 0,
             message_bytes: 0,
+            channel_changes: 0,
             backlog: VecDeque::new(),
             guid: GuidFactory::new(node_id),
             disk: own_disk.map(|r| r.open(&queue_name(name, None))),
@@ -222,9 +226,22 @@ impl Topic {
                 channel.attach_disk(r.open(&queue_name(&self.name, Some(name))));
             }
             self.channels.insert(name.to_string(), channel);
+            self.channel_changes += 1;
             self.drain_backlog(mem_queue_size);
         }
         self.channels.get_mut(name).expect("inserted")
+    }
+
+    /// Removes a channel (its disk queue goes with it).
+    pub fn remove_channel(&mut self, name: &str) -> Option<Channel> {
+        let removed = self.channels.remove(name);
+        self.channel_changes += u64::from(removed.is_some());
+        removed
+    }
+
+    /// How many times a channel was added or removed.
+    pub fn channel_changes(&self) -> u64 {
+        self.channel_changes
     }
 
     /// Drops the topic's own backlog (nsqd's topic empty).
@@ -255,6 +272,18 @@ mod tests {
 
     fn bodies(n: usize) -> Vec<Bytes> {
         (0..n).map(|i| Bytes::from(format!("m{i}"))).collect()
+    }
+
+    #[test]
+    fn channel_changes_count_every_add_and_remove() {
+        let mut t = Topic::new("t", 1);
+        t.channel_mut("a", 10);
+        t.channel_mut("a", 10);
+        assert_eq!(t.channel_changes(), 1, "an existing channel is no change");
+        assert!(t.remove_channel("a").is_some());
+        assert!(t.remove_channel("a").is_none());
+        t.channel_mut("a", 10);
+        assert_eq!(t.channel_changes(), 3, "removed and re-added: two more");
     }
 
     #[test]

@@ -47,7 +47,9 @@ impl Shard {
                 self.create_topic(&mut topics, &topic);
             }
             AdminOp::DeleteTopic { topic } => {
-                let t = topics.remove(&topic).ok_or(TopicNotFound)?;
+                let t = self
+                    .remove_topic(&mut topics, &topic)
+                    .ok_or(TopicNotFound)?;
                 tracing::info!("TOPIC({topic}): deleting");
                 for ch in t.channels.values() {
                     self.disconnect_consumers(ch);

@@ -65,6 +65,9 @@ pub struct Shard {
     disk: Option<storage::ShardDisk>,
     /// What this core announced to nsqlookupd.
     registration: registration::RegistrationState,
+    /// Bumped whenever a topic is added or removed (by one more than the removed topic's
+    /// channel changes, so with every topic's own count the total only ever grows).
+    topic_changes: Cell<u64>,
 }
 
 impl Shard {
@@ -90,6 +93,7 @@ impl Shard {
             pending_stats: PendingReplies::default(),
             http_connections: Cell::new(0),
             registration: Default::default(),
+            topic_changes: Cell::new(0),
             rng: RefCell::new(SmallRng::from_entropy()),
             disk: settings
                 .disk

@@ -36,6 +36,7 @@ impl Shard {
     ) -> &'a mut Topic {
         topics.entry(name.to_string()).or_insert_with(|| {
             tracing::info!("TOPIC({name}): created (shard {})", self.id);
+            self.topic_changes.set(self.topic_changes.get() + 1);
             let mut t = self.new_topic(name);
             if self.lookupd_knows_peers() {
                 t.starting = true;
@@ -201,12 +202,31 @@ impl Shard {
         let Some(t) = topics.get_mut(topic) else {
             return;
         };
-        t.channels.remove(channel);
+        t.remove_channel(channel);
         tracing::info!("CHANNEL({channel}): deleting");
         if t.ephemeral && t.channels.is_empty() {
-            topics.remove(topic);
+            self.remove_topic(topics, topic);
             tracing::info!("TOPIC({topic}): deleting");
         }
+    }
+
+    /// Removes a topic (with its channels and their disk queues).
+    pub(super) fn remove_topic(
+        &self,
+        topics: &mut std::collections::HashMap<String, Topic>,
+        name: &str,
+    ) -> Option<Topic> {
+        let removed = topics.remove(name)?;
+        let changes = self.topic_changes.get() + 1 + removed.channel_changes();
+        self.topic_changes.set(changes);
+        Some(removed)
+    }
+
+    /// A count that grows whenever a topic or channel of this core is added or removed.
+    pub(super) fn topology_changes(&self) -> u64 {
+        let topics = self.topics.borrow();
+        let channels: u64 = topics.values().map(Topic::channel_changes).sum();
+        self.topic_changes.get() + channels
     }
 
     /// Redelivers timed-out messages and releases due deferred ones on every owned channel.

@@ -262,9 +262,11 @@ impl QueueIo {
     }
 
     /// Whether this queue has work left after a round: records a failed write put back, a
-    /// sync to retry, or a read-ahead the round's bounded refill did not fill.
+    /// sync to retry or still owed (written or read since the last one), or a read-ahead the
+    /// round's bounded refill did not fill.
     pub fn needs_another_round(&self) -> bool {
         self.rolled
+            || self.dirty
             || self.backlog.pending_count() > 0
             || (self.backlog.ready_len() < READ_AHEAD / 2 && self.next_read < self.write)
     }
