@@ -1173,7 +1173,8 @@ impl Connection {
         if let Some(kind) = compression {
             // The previous answer leaves uncompressed; the next `OK` is the first compressed frame.
             self.drained().await;
-            self.client.transport.start_compression(kind);
+            let buffer = usize::try_from(self.settings.output_buffer_size).unwrap_or(0);
+            self.client.transport.start_compression(kind, buffer);
             let early = buf.split();
             self.inbound.start_decompression(kind);
             if let Err(e) = self.inbound.push_decrypted(&early, buf) {

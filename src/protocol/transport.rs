@@ -28,7 +28,8 @@ pub enum Compression {
 
 /// Outbound compression state.
 enum Compressor {
-    Snappy(Box<snap::write::FrameEncoder<Vec<u8>>>),
+    /// The encoder and the most plaintext one snappy chunk carries.
+    Snappy(Box<snap::write::FrameEncoder<Vec<u8>>>, usize),
     Deflate(Compress),
 }
 
@@ -64,12 +65,20 @@ impl Transport {
         *self.tls.borrow_mut() = Some(conn);
     }
 
-    /// Starts compressing outbound data.
-    pub fn start_compression(&self, kind: Compression) {
+    /// Starts compressing outbound data. `output_buffer_size` is the client's: nsqd's snappy
+    /// writer sits under a buffer of that size, so no chunk carries more than it (pynsq's
+    /// snappy reader, for one, stalls on chunks larger than its 64 KiB reads). An unbuffered
+    /// client (size 1) gets nsqd's default buffer's chunks.
+    pub fn start_compression(&self, kind: Compression, output_buffer_size: usize) {
+        let max_chunk = match output_buffer_size {
+            n @ 64..=65536 => n,
+            _ => 16384,
+        };
         let c = match kind {
-            Compression::Snappy => {
-                Compressor::Snappy(Box::new(snap::write::FrameEncoder::new(Vec::new())))
-            }
+            Compression::Snappy => Compressor::Snappy(
+                Box::new(snap::write::FrameEncoder::new(Vec::new())),
+                max_chunk,
+            ),
             Compression::Deflate(level) => {
                 Compressor::Deflate(Compress::new(flate2::Compression::new(level), false))
             }
@@ -80,7 +89,7 @@ impl Transport {
     /// Which compression is on, as `(snappy, deflate)` (for `/stats`).
     pub fn compression_flags(&self) -> (bool, bool) {
         match self.compressor.borrow().as_ref() {
-            Some(Compressor::Snappy(_)) => (true, false),
+            Some(Compressor::Snappy(..)) => (true, false),
             Some(Compressor::Deflate(_)) => (false, true),
             None => (false, false),
         }
@@ -124,9 +133,11 @@ impl Transport {
         let data: &[u8] = match self.compressor.borrow_mut().as_mut() {
             None => plain,
             Some(_) if plain.is_empty() => plain,
-            Some(Compressor::Snappy(enc)) => {
-                enc.write_all(plain)?;
-                enc.flush()?;
+            Some(Compressor::Snappy(enc, max_chunk)) => {
+                for piece in plain.chunks(*max_chunk) {
+                    enc.write_all(piece)?;
+                    enc.flush()?;
+                }
                 std::mem::swap(enc.get_mut(), &mut *scratch);
                 &scratch[..]
             }
@@ -353,7 +364,7 @@ mod tests {
 
     fn round_trip(kind: Compression, payloads: &[&[u8]]) {
         let tx = Transport::default();
-        tx.start_compression(kind);
+        tx.start_compression(kind, 16384);
         let mut inbound = Inbound::default();
         inbound.start_decompression(kind);
         let plain = Transport::default();
@@ -393,7 +404,7 @@ mod tests {
     fn deflate_output_larger_than_a_step_comes_out_without_more_input() {
         for level in [1, 6, 9] {
             let tx = Transport::default();
-            tx.start_compression(Compression::Deflate(level));
+            tx.start_compression(Compression::Deflate(level), 16384);
             let mut wire = Vec::new();
             let body = vec![b' '; 300_000];
             tx.encode(&body, &mut wire).unwrap();
@@ -474,10 +485,36 @@ mod tests {
         assert!(got == plain);
     }
 
+    /// nsqd's snappy writer sits under the client's output buffer: no chunk carries more
+    /// than `output_buffer_size` bytes of plaintext.
+    #[test]
+    fn snappy_chunks_are_no_larger_than_the_output_buffer() {
+        for size in [4096, 16384] {
+            let tx = Transport::default();
+            tx.start_compression(Compression::Snappy, size);
+            let plain: Vec<u8> = (0..200_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+            let mut wire = Vec::new();
+            tx.encode(&plain, &mut wire).unwrap();
+            let mut rest = &wire[..];
+            let mut chunks = 0;
+            while rest.len() >= 4 {
+                let len = rest[1] as usize | (rest[2] as usize) << 8 | (rest[3] as usize) << 16;
+                if rest[0] != 0xff {
+                    // Compressed or uncompressed data: a 4-byte checksum, then the data.
+                    assert!(len <= size + 4, "chunk of {len} with buffer {size}");
+                    chunks += 1;
+                }
+                rest = &rest[4 + len..];
+            }
+            assert!(rest.is_empty());
+            assert!(chunks >= plain.len() / size, "{chunks} chunks");
+        }
+    }
+
     #[test]
     fn snappy_stream_starts_with_identifier() {
         let tx = Transport::default();
-        tx.start_compression(Compression::Snappy);
+        tx.start_compression(Compression::Snappy, 16384);
         let mut wire = Vec::new();
         tx.encode(b"\x00\x00\x00\x06\x00\x00\x00\x00OK", &mut wire)
             .unwrap();
@@ -503,7 +540,7 @@ mod tests {
     #[test]
     fn deflate_bomb_is_decompressed_in_bounded_steps() {
         let tx = Transport::default();
-        tx.start_compression(Compression::Deflate(9));
+        tx.start_compression(Compression::Deflate(9), 16384);
         let mut wire = Vec::new();
         tx.encode(&vec![0u8; 8 << 20], &mut wire).unwrap();
         assert!(wire.len() < 64 * 1024);
