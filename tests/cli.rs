@@ -90,6 +90,33 @@ fn taken_port_fails_with_nsqds_listen_error() {
     assert!(err.contains(&format!("listen ({addr}) failed")), "{err}");
 }
 
+/// Our listeners set SO_REUSEPORT, so without a check a second broker would bind a running
+/// one's ports and the kernel would split clients between them. nsqd refuses to start.
+#[test]
+fn a_second_broker_on_a_running_brokers_ports_fails_to_start() {
+    let first = Broker::with_cores(2, &[]);
+    let http = first.http.expect("HTTP listener");
+    let cases = [
+        (
+            first.tcp,
+            format!("--tcp-address={}", first.tcp),
+            "--http-address=127.0.0.1:0",
+        ),
+        (
+            http,
+            format!("--http-address={http}"),
+            "--tcp-address=127.0.0.1:0",
+        ),
+    ];
+    for (taken, flag, other) in cases {
+        let (code, _, err) = run(&[&flag, other, "--cores=2"]);
+        assert_eq!(code, 1, "{flag}: {err}");
+        assert!(err.contains(&format!("listen ({taken}) failed")), "{err}");
+    }
+    let mut p = first.client();
+    p.publish(&unique("still"), b"x");
+}
+
 #[test]
 fn go_flag_forms_and_config_file_apply() {
     let dir = std::env::temp_dir().join(unique("nsqd-cli-"));

@@ -70,6 +70,19 @@ pub struct ShardPlan {
 /// The executor's main future: returns when the shard has shut down.
 pub async fn run_shard(plan: ShardPlan) {
     let id = plan.id;
+    if id == 0
+        && let Err(msg) = [
+            Some(plan.tcp_address),
+            plan.http_address,
+            plan.https_address,
+        ]
+        .into_iter()
+        .flatten()
+        .try_for_each(ensure_not_listened_on)
+    {
+        let _ = plan.reports.send(StartReport::Failed(id, msg));
+        return;
+    }
     let listener = match TcpListener::bind(plan.tcp_address) {
         Ok(l) => l,
         Err(e) => {
@@ -171,6 +184,20 @@ pub async fn run_shard(plan: ShardPlan) {
     shard.fail_pending();
     shard.outboxes.close();
     tracing::debug!("shard {id}: stopped");
+}
+
+/// Fails with nsqd's `listen (<addr>) failed - <error>` when another socket already listens
+/// on `addr`. Our listeners set `SO_REUSEPORT` (one per core), so a second broker started on
+/// the same ports would otherwise bind them too and the kernel would split the clients
+/// between the two; a plain bind (`SO_REUSEADDR` only, as Go's) is refused by any listener,
+/// as nsqd's is. Port 0 picks a free port and needs no check.
+fn ensure_not_listened_on(addr: SocketAddr) -> Result<(), String> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| format!("listen ({addr}) failed - {e}"))
 }
 
 /// Binds an optional listener (HTTP, HTTPS) and reads back its address; `Err` is nsqd's
