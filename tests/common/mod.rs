@@ -67,6 +67,11 @@ impl Broker {
         if !has_flag(args, "http-address") && http_supported() {
             all.push("--http-address=127.0.0.1:0".into());
         }
+        // With a TLS certificate nsqd also serves HTTPS, by default on 0.0.0.0:4152: tests
+        // listen on loopback only, and parallel brokers must not meet on one port.
+        if !has_flag(args, "https-address") {
+            all.push("--https-address=127.0.0.1:0".into());
+        }
         // nsqd's default data path is the working directory, which parallel tests share.
         // Removed when dropped: with the broker, or here if it does not start.
         let temp_data = (!has_flag(args, "data-path")).then(temp_dir);
