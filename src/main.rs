@@ -16,8 +16,18 @@ use nsqd_uring::settings::{DiskSettings, FeatureSettings, LookupdSettings, Setti
 fn main() -> ExitCode {
     let opts = match options::parse_args(std::env::args_os()) {
         Ok(Parsed::Run(opts)) => opts,
-        Ok(Parsed::Exit { message, code }) => {
-            println!("{message}");
+        Ok(Parsed::Exit {
+            message,
+            code,
+            to_stderr,
+        }) => {
+            // A closed pipe (`nsqd --help | head`) is no reason to panic.
+            use std::io::Write;
+            let _ = if to_stderr {
+                writeln!(std::io::stderr(), "{message}")
+            } else {
+                writeln!(std::io::stdout(), "{message}")
+            };
             return ExitCode::from(code as u8);
         }
         Err(e) => {

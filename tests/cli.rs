@@ -179,8 +179,10 @@ fn low_locked_memory_limit_is_raised_or_explained() {
 
 #[test]
 fn default_addresses_match_nsqd() {
-    let (code, out, _) = run(&["--help"]);
+    // Go's flag package prints the usage on stderr, as nsqd does.
+    let (code, stdout, out) = run(&["--help"]);
     assert_eq!(code, 0);
+    assert!(stdout.is_empty(), "{stdout}");
     for needle in [
         "tcp-address",
         "0.0.0.0:4150",

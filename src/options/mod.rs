@@ -43,12 +43,14 @@ use table::by_flag;
 pub enum Parsed {
     /// Start the broker with these options.
     Run(Options),
-    /// Print `message` on stdout and exit with `code` (`--help`, `--version`).
+    /// Print `message` and exit with `code` (`--help`, `--version`).
     Exit {
         /// Text to print (no trailing newline).
         message: String,
         /// Process exit status.
         code: i32,
+        /// On stderr (the usage, as Go's flag package prints it) rather than stdout.
+        to_stderr: bool,
     },
 }
 
@@ -86,6 +88,7 @@ where
                 return Ok(Parsed::Exit {
                     message: table::usage(),
                     code: 0,
+                    to_stderr: true,
                 });
             }
             Token::Flag { name, value } => (name, value.unwrap_or("true")),
@@ -106,6 +109,7 @@ where
         return Ok(Parsed::Exit {
             message: version_line(),
             code: 0,
+            to_stderr: false,
         });
     }
     if !opts.config.is_empty() {

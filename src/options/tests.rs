@@ -240,7 +240,12 @@ fn bad_values_name_flag_and_value() {
 #[test]
 fn help_and_version_exit_zero() {
     for flag in ["--help", "-help", "-h", "--h"] {
-        let Ok(Parsed::Exit { message, code: 0 }) = parse_args(["nsqd", flag]) else {
+        let Ok(Parsed::Exit {
+            message,
+            code: 0,
+            to_stderr: true,
+        }) = parse_args(["nsqd", flag])
+        else {
             panic!("{flag}");
         };
         assert!(message.starts_with("Usage of nsqd:\n"));
@@ -258,7 +263,8 @@ fn help_and_version_exit_zero() {
                 "nsqd v1.3.0 (built w/nsqd-uring {})",
                 env!("CARGO_PKG_VERSION")
             ),
-            code: 0
+            code: 0,
+            to_stderr: false,
         }
     );
     // --version=false runs normally.
