@@ -96,8 +96,8 @@ impl ShardDisk {
         self.registry.metadata_changed();
     }
 
-    /// One pass over the queues listed active (every queue when `force_sync`): load new
-    /// ones, write, read ahead, sync when due.
+    /// One pass over the queues listed active (a queue that owes a sync stays listed): load
+    /// new ones, write, read ahead, sync when due (each dirty queue when `force_sync`).
     /// Returns whether anything was read (the broker should deliver it), which records the
     /// round covered and its failure, for [`Registry::round_done`]; `None` once closed.
     ///

@@ -213,9 +213,8 @@ impl DiskBacklog {
     }
 }
 
-/// A queue listed for the next round: its name and its buffers (to clear the listed flag).
-/// A queue's name and buffers, as the registry lists them without holding a [`DiskBacklog`]
-/// (which would hold the registry in turn).
+/// A queue's name and buffers, as the registry lists them (for the next round, by name, or
+/// retired) without holding a [`DiskBacklog`], which would hold the registry in turn.
 type ActiveQueue = (Rc<str>, Rc<RefCell<Buffers>>);
 
 /// Shared by every backlog of one shard: wakes the storage task, and tracks which writes
