@@ -1436,3 +1436,77 @@ fn bad_path_exists(segment: &Path) -> bool {
     s.push(".bad");
     Path::new(&s).exists()
 }
+
+/// More channels holding messages than the broker may open files (nsqd keeps a descriptor per
+/// disk queue): a SIGTERM must still write every message (writing them all at once failed
+/// with `Too many open files` past the limit and lost the rest), and the restarted broker,
+/// under the same limit, must read them all back rather than rename segments it could not
+/// open `.bad` (as nsqd does).
+#[test]
+fn stop_and_restart_with_more_queues_than_open_files_loses_nothing() {
+    const CHANNELS: usize = 400;
+    let dir = temp_dir();
+    let topic = unique("fds");
+    let channels: Vec<String> = (0..CHANNELS)
+        .map(|i| format!(r#"{{"name":"c{i}","paused":false}}"#))
+        .collect();
+    std::fs::write(
+        dir.join("nsqd.dat"),
+        format!(
+            r#"{{"topics":[{{"name":"{topic}","paused":false,"channels":[{}]}}],"version":"1.3.0"}}"#,
+            channels.join(",")
+        ),
+    )
+    .unwrap();
+    let flag = data_flag(&dir);
+    let args = [flag.as_str(), "--cores=2"];
+    let limited = ["prlimit".to_string(), "--nofile=256:256".to_string()];
+    let channel_depth = |b: &Broker| -> i64 {
+        let addr = b.http.expect("HTTP listener");
+        let text = ureq::get(&format!("http://{addr}/stats?format=json&topic={topic}"))
+            .call()
+            .expect("/stats")
+            .into_string()
+            .expect("body");
+        let stats: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        stats["topics"][0]["channels"].as_array().map_or(0, |cs| {
+            cs.iter().map(|c| c["depth"].as_i64().unwrap_or(0)).sum()
+        })
+    };
+
+    let mut b = Broker::try_start_wrapped(&limited, &args).expect("starts under the limit");
+    let mut c = b.client();
+    c.publish(&topic, b"kept");
+    drop(c);
+    assert_eq!(channel_depth(&b), CHANNELS as i64, "{}", b.log());
+    stop(&mut b);
+    assert!(
+        !b.log().contains("Too many open files"),
+        "stop ran out of descriptors:\n{}",
+        b.log()
+    );
+    drop(b);
+    for i in 0..CHANNELS {
+        let name = format!("{topic}:c{i}");
+        let seg = dir.join(format!("{name}.diskqueue.000000.dat"));
+        assert!(seg.exists(), "{} was not written", seg.display());
+    }
+
+    let mut b = Broker::try_start_wrapped(&limited, &args).expect("restarts under the limit");
+    let got = drain(
+        &b,
+        &topic,
+        &format!("c{}", CHANNELS - 1),
+        1,
+        Duration::from_secs(10),
+    );
+    assert!(got.contains_key(&b"kept"[..]), "{got:?}\n{}", b.log());
+    assert_eq!(channel_depth(&b), CHANNELS as i64 - 1, "{}", b.log());
+    let bad: Vec<String> = std::fs::read_dir(&*dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".bad"))
+        .collect();
+    assert!(bad.is_empty(), "segments renamed bad: {bad:?}\n{}", b.log());
+    stop(&mut b);
+}

@@ -29,8 +29,9 @@ const MESH_CAPACITY: usize = 1024;
 const IO_MEMORY: usize = 1 << 20;
 /// How long executors may take to start before nsqd gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long shards may take to drain (and flush their queues to disk) after a stop signal.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a shutdown still writing to disk says so. It is never cut short by a timer (as
+/// nsqd's is not): that would lose what is not written yet. A second stop signal does.
+const STOP_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// What the runtime needs from the command line.
 #[derive(Debug, Clone)]
@@ -161,10 +162,7 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
     }
     tracing::info!("nsqd-uring: serving on {nr} core(s) {:?}", &cpus[..nr]);
     let outcome = supervise(&shutdown, &threads);
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let forced = wait_for_shards(&threads);
     if let Some(dir) = &data_path {
         let mut topics = Vec::new();
         let mut stopped = 0;
@@ -182,7 +180,35 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
             );
         }
     }
-    outcome
+    match forced {
+        Some(sig) => Err(format!(
+            "stopped by a second signal {sig} before every core had written its messages to disk"
+        )),
+        None => outcome,
+    }
+}
+
+/// Waits for every shard thread to finish its shutdown (closing clients, then writing memory
+/// to disk), with a log line every [`STOP_PROGRESS_EVERY`] while it lasts. Returns the
+/// signal if a second SIGTERM/SIGINT cut it short.
+fn wait_for_shards(threads: &[JoinHandle<()>]) -> Option<nix::sys::signal::Signal> {
+    let mut next_report = Instant::now() + STOP_PROGRESS_EVERY;
+    loop {
+        let running = threads.iter().filter(|t| !t.is_finished()).count();
+        if running == 0 {
+            return None;
+        }
+        if let Some(sig) = signals::wait_for_stop(Duration::from_millis(10)) {
+            tracing::error!(
+                "nsqd: received signal {sig} again, exiting without waiting for {running} core(s) still writing to disk"
+            );
+            return Some(sig);
+        }
+        if Instant::now() >= next_report {
+            tracing::info!("nsqd: waiting for {running} core(s) to finish writing to disk");
+            next_report += STOP_PROGRESS_EVERY;
+        }
+    }
 }
 
 /// Writes nsqd.dat (start-up re-persist and shutdown), logging rather than failing.

@@ -177,8 +177,11 @@ impl ShardDisk {
         }
     }
 
-    /// Writes everything still pending, syncs, writes every meta file and closes the files
-    /// (in the phases of [`ShardDisk::round`]).
+    /// Writes everything still pending, syncs, writes every meta file and closes the files.
+    /// Channels' queues are finished before topics' (the phases of [`ShardDisk::round`]: what
+    /// a topic handed its channels is on disk before the topic's position moves), a batch at
+    /// a time so that the files open at once stay far below the open-file limit whatever the
+    /// number of queues, while io_uring still runs a batch's writes and fsyncs together.
     async fn close(&self) {
         let Ok(_permit) = self.io_lock.acquire_permit(1).await else {
             return;
@@ -186,16 +189,51 @@ impl ShardDisk {
         self.closed.set(true);
         let covered = self.registry.round_start();
         let mut live = self.open_queues(true).await;
-        let (failed, mut failure) = stage_and_write(&mut live, "failed to close - ").await;
-        for (name, io) in live {
-            let apply_consumed = !feeds_failed_queue(&name, &failed);
-            if let Err(e) = io.finish(apply_consumed).await {
+        for (_, io) in &mut live {
+            io.stage();
+        }
+        let (channels, topics): (Vec<_>, Vec<_>) =
+            live.into_iter().partition(|(name, _)| name.contains(':'));
+        let (failed, failure) = finish_in_batches(channels, &[]).await;
+        let (_, topic_failure) = finish_in_batches(topics, &failed).await;
+        self.registry.round_done(covered, topic_failure.or(failure));
+    }
+}
+
+/// Queues a shutdown finishes at once: enough for io_uring to overlap their writes and
+/// fsyncs, few enough that the files they hold (a segment, a meta file's temporary sibling)
+/// stay far below any open-file limit. Closing them all at once took one descriptor per
+/// queue and lost every record past the limit (`Too many open files`).
+const CLOSE_BATCH: usize = 64;
+
+/// Finishes `queues` ([`QueueIo::finish`]), [`CLOSE_BATCH`] at a time; a topic's queue keeps
+/// its consumed position when one of its channels' queues is in `failed_channels`. Returns
+/// the queues that failed and the last error.
+async fn finish_in_batches(
+    queues: Vec<(String, QueueIo)>,
+    failed_channels: &[String],
+) -> (Vec<String>, Option<String>) {
+    let mut failed = Vec::new();
+    let mut failure = None;
+    let mut queues = queues.into_iter().peekable();
+    while queues.peek().is_some() {
+        let batch: Vec<_> = queues
+            .by_ref()
+            .take(CLOSE_BATCH)
+            .map(|(name, io)| {
+                let apply_consumed = !feeds_failed_queue(&name, failed_channels);
+                glommio::spawn_local(async move { (io.finish(apply_consumed).await, name) })
+            })
+            .collect();
+        for task in batch {
+            if let (Err(e), name) = task.await {
                 tracing::error!("DISKQUEUE({name}): failed to close - {e}");
+                failed.push(name);
                 failure = Some(e);
             }
         }
-        self.registry.round_done(covered, failure);
     }
+    (failed, failure)
 }
 
 impl Shard {

@@ -60,6 +60,32 @@ pub struct QueueIo {
     /// A segment was rolled or skipped, or a sync failed, since the last sync: the meta file
     /// must follow at the next round.
     rolled: bool,
+    /// The last read could not open its segment for want of descriptors or memory (logged
+    /// once until a read succeeds again).
+    read_blocked: bool,
+}
+
+/// Why a read of a segment failed.
+enum ReadFailure {
+    /// The segment is missing or unreadable: go-diskqueue renames it `.bad` and goes on.
+    Bad(String),
+    /// The process ran out of descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`): the
+    /// segment is fine and is read later. nsqd renames it `.bad`, losing its records.
+    Transient(String),
+}
+
+/// Whether `e` is the process or system running out of a resource rather than a fault of
+/// the file.
+fn out_of_resources<T>(e: &glommio::GlommioError<T>) -> bool {
+    let source = match e {
+        glommio::GlommioError::IoError(io) => io,
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        _ => return false,
+    };
+    matches!(
+        source.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOMEM)
+    )
 }
 
 async fn open_rw(path: &Path) -> IoResult<BufferedFile> {
@@ -254,6 +280,7 @@ impl QueueIo {
             staged: None,
             staged_taken: 0,
             rolled: false,
+            read_blocked: false,
         }
     }
 
@@ -473,11 +500,21 @@ impl QueueIo {
             };
             let data = match self.read_at(num, self.next_read.pos, want).await {
                 Ok(d) => d,
-                Err(e) => {
+                Err(ReadFailure::Bad(e)) => {
                     self.skip_bad(num, &e, rolled).await;
                     continue;
                 }
+                Err(ReadFailure::Transient(e)) => {
+                    // Out of descriptors or memory says nothing about the segment: it stays,
+                    // and a later round reads it (the queue stays listed while it lags).
+                    if !self.read_blocked {
+                        tracing::error!("DISKQUEUE({}) {e}; will retry", self.name());
+                        self.read_blocked = true;
+                    }
+                    break;
+                }
             };
+            self.read_blocked = false;
             let eof = data.len() < want;
             let mut off = 0;
             let mut batch = Vec::new();
@@ -553,23 +590,48 @@ impl QueueIo {
             self.backlog.set_depth(0);
             self.dirty = true;
         }
+        self.release_read_file().await;
         any
     }
 
-    async fn read_at(&mut self, num: i64, pos: i64, size: usize) -> IoResult<Bytes> {
-        if self.read_file.as_ref().map(|(n, _)| *n) != Some(num) {
+    /// Reads from segment `num`: through the write file when that is the one open (a reader
+    /// that keeps up needs no second descriptor), else through the read file, opened here.
+    async fn read_at(&mut self, num: i64, pos: i64, size: usize) -> Result<Bytes, ReadFailure> {
+        let through_write_file = num == self.write.file_num && self.write_file.is_some();
+        if !through_write_file && self.read_file.as_ref().map(|(n, _)| *n) != Some(num) {
             let path = self.segment(num);
-            let f = BufferedFile::open(&path)
-                .await
-                .map_err(|e| io_err("cannot open", &path, e))?;
+            let f = BufferedFile::open(&path).await.map_err(|e| {
+                let transient = out_of_resources(&e);
+                let message = io_err("cannot open", &path, e);
+                if transient {
+                    ReadFailure::Transient(message)
+                } else {
+                    ReadFailure::Bad(message)
+                }
+            })?;
             self.read_file = Some((num, f));
         }
-        let (_, f) = self.read_file.as_ref().expect("opened above");
+        let f = match (&self.write_file, &self.read_file) {
+            (Some(w), _) if through_write_file => w,
+            (_, Some((_, r))) => r,
+            _ => unreachable!("a file was chosen or opened above"),
+        };
         let r = f
             .read_at(pos as u64, size)
             .await
-            .map_err(|e| io_err("cannot read", &self.segment(num), e))?;
+            .map_err(|e| ReadFailure::Bad(io_err("cannot read", &self.segment(num), e)))?;
         Ok(Bytes::copy_from_slice(&r))
+    }
+
+    /// Closes the read file once the reader has caught up with the writer: a queue with
+    /// nothing unread holds no descriptor for reading, so many idle queues cannot use up the
+    /// open-file limit (nsqd keeps one open per queue).
+    async fn release_read_file(&mut self) {
+        if self.next_read >= self.write
+            && let Some((_, f)) = self.read_file.take()
+        {
+            let _ = f.close().await;
+        }
     }
 
     /// go-diskqueue's handleReadError: rename the segment `.bad` and go on with the next one.
