@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use super::in_flight::{InFlight, InFlightTable};
 use super::latency::{LatencyConfig, LatencyWindow};
 use super::message::{Message, MessageId};
+use super::settle::YoungTail;
 use crate::storage::backlog::DiskBacklog;
 
 /// A connection anywhere in the process: the core it lives on and its process-wide ID.
@@ -142,6 +143,8 @@ pub struct Channel {
     /// Counters for `/stats`.
     pub counters: ChannelCounters,
     queue: VecDeque<Message>,
+    /// Which queued messages may still share a client's read buffer (see `settle`).
+    young: YoungTail,
     in_flight: InFlightTable,
     deferred: BinaryHeap<Reverse<(Instant, u64)>>,
     deferred_msgs: FxHashMap<u64, Message>,
@@ -170,6 +173,7 @@ impl Channel {
             paused: false,
             counters: ChannelCounters::default(),
             queue: VecDeque::new(),
+            young: YoungTail::default(),
             in_flight: InFlightTable::default(),
             deferred: BinaryHeap::new(),
             deferred_msgs: FxHashMap::default(),
@@ -259,11 +263,23 @@ impl Channel {
         };
         if self.queue.len() < limit {
             self.queue.push_back(msg);
+            self.young.pushed();
         } else if let Some(disk) = &self.disk {
             disk.push(&msg);
         } else if !self.ephemeral || self.queue.len() < self.waiting_consumers() {
             self.queue.push_back(msg);
+            self.young.pushed();
         }
+    }
+
+    /// Gives each message queued or in flight since before the previous pass a body of its
+    /// own (see [`crate::broker::settle`]); `delivered_before` is this pass's time less
+    /// [`crate::broker::settle::SETTLE_EVERY`].
+    pub fn settle(&mut self, delivered_before: Instant) {
+        for i in self.young.settle(self.queue.len()) {
+            self.queue[i].detach_body();
+        }
+        self.in_flight.settle(delivered_before);
     }
 
     /// Consumers that would take a message right now (none while paused).
@@ -281,6 +297,7 @@ impl Channel {
         for msg in self.queue.drain(..) {
             disk.push(&msg);
         }
+        self.young.shrunk_to(0);
         for f in self.in_flight.drain() {
             disk.push(&f.msg);
         }
@@ -475,6 +492,7 @@ impl Channel {
             let Some(mut msg) = self
                 .queue
                 .pop_front()
+                .inspect(|_| self.young.shrunk_to(self.queue.len()))
                 .or_else(|| self.disk.as_ref().and_then(DiskBacklog::pop))
             else {
                 break;
@@ -535,6 +553,7 @@ impl Channel {
     /// (nsqd's channel empty).
     pub fn empty(&mut self) {
         self.queue.clear();
+        self.young.shrunk_to(0);
         self.in_flight.drain().for_each(drop);
         self.deferred.clear();
         self.deferred_msgs.clear();
@@ -578,6 +597,47 @@ mod tests {
             out.push((c.conn, m.clone()))
         });
         out
+    }
+
+    /// A message's body is a slice of `block` until a settle pass gives it its own.
+    fn shares(block: &Bytes, m: &Message) -> bool {
+        block.as_ptr_range().contains(&m.body.as_ptr())
+    }
+
+    #[test]
+    fn messages_that_stay_queued_or_in_flight_get_bodies_of_their_own() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let block = Bytes::from(vec![9u8; 4096]);
+        let sliced = |n: u8| {
+            let mut m = msg(n);
+            m.body = block.slice(n as usize..n as usize + 8);
+            m
+        };
+        let mut ch = Channel::new("c");
+        ch.add_consumer(info(1), 0);
+        for n in 0..4 {
+            ch.put(sliced(n), None, 100);
+        }
+        ch.set_ready(ConsumerId { shard: 0, conn: 1 }, 1);
+        let delivered = pump_all(&mut ch, t0).remove(0).1;
+        // First pass (at t0 + 1 s): everything is new.
+        ch.settle(t0 - ms(1));
+        assert!(ch.queue.iter().all(|m| shares(&block, m)));
+        let held = |ch: &Channel| ch.in_flight.get(&delivered.id).unwrap().msg.clone();
+        assert!(shares(&block, &held(&ch)));
+        // A message queued after it waits for the next pass.
+        ch.put(sliced(4), None, 100);
+        ch.settle(t0 + ms(1));
+        let queued: Vec<bool> = ch.queue.iter().map(|m| shares(&block, m)).collect();
+        assert_eq!(queued, [false, false, false, true]);
+        assert_eq!(&ch.queue[0].body[..], &[9u8; 8][..], "same bytes");
+        assert!(
+            !shares(&block, &held(&ch)),
+            "in flight since before the pass"
+        );
+        ch.settle(t0 + ms(2));
+        assert!(ch.queue.iter().all(|m| !shares(&block, m)));
     }
 
     #[test]

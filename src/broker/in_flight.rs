@@ -39,7 +39,8 @@ pub struct InFlight {
     pub deadline: Instant,
     /// When it was delivered (TOUCH may not extend past this + `max_msg_timeout`).
     pub delivered_at: Instant,
-    /// Whether a TOUCH gave the body its own allocation (see [`Message::detach_body`]).
+    /// Whether the body has an allocation of its own, from a TOUCH or a settle pass (see
+    /// [`Message::detach_body`]).
     pub detached: bool,
 }
 
@@ -68,6 +69,9 @@ pub struct InFlightTable {
     /// TOUCHed and out-of-order deadlines.
     heap: BinaryHeap<Reverse<Deadline>>,
     scheduled: usize,
+    /// The `delivered_before` of the last [`InFlightTable::settle`]: deliveries before it
+    /// were settled then.
+    settled_before: Option<Instant>,
 }
 
 impl InFlightTable {
@@ -197,6 +201,31 @@ impl InFlightTable {
         // order (then ID), as nsqd's in-flight priority queue does.
         expired.sort_unstable_by_key(|a| (a.deadline, a.msg.id));
         expired
+    }
+
+    /// Gives each message delivered before `delivered_before`, and not at the previous call's,
+    /// a body of its own (see [`crate::broker::settle`]). A FIFO is in delivery order (its
+    /// deadlines are delivery + its timeout), so only that slice of each FIFO is looked at;
+    /// a TOUCHed message (on the heap) was detached by its TOUCH.
+    pub fn settle(&mut self, delivered_before: Instant) {
+        let since = self.settled_before.replace(delivered_before);
+        let Self { fifos, slots, .. } = self;
+        for (timeout, fifo) in fifos.iter() {
+            let hi = fifo.partition_point(|d| d.at < delivered_before + *timeout);
+            let lo = since.map_or(0, |s| fifo.partition_point(|d| d.at < s + *timeout));
+            for d in fifo.range(lo.min(hi)..hi) {
+                let s = &mut slots[d.slot as usize];
+                if s.generation != d.generation {
+                    continue;
+                }
+                if let Some(e) = &mut s.entry
+                    && !e.detached
+                {
+                    e.msg.detach_body();
+                    e.detached = true;
+                }
+            }
+        }
     }
 
     /// Removes every entry (shutdown flush, channel empty).

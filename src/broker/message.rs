@@ -31,8 +31,10 @@ impl Message {
 
     /// Gives the body an allocation of its own. A body read from a client is a slice of the
     /// connection's read buffer, which stays allocated while any slice of it lives: one
-    /// message kept for long (deferred, or held by a consumer that TOUCHes it) would keep
-    /// every message read with it in memory, megabytes for a 200-byte message.
+    /// message kept for long would keep every message read with it in memory, up to 64 KiB
+    /// for a 200-byte message. Done at once for a message known to stay (deferred, REQ'd with
+    /// a delay, TOUCHed), and by the periodic pass of [`crate::broker::settle`] for one that
+    /// merely stays queued or in flight.
     pub fn detach_body(&mut self) {
         self.body = Bytes::copy_from_slice(&self.body);
     }

@@ -5,4 +5,5 @@ pub mod guid;
 pub mod in_flight;
 pub mod latency;
 pub mod message;
+pub mod settle;
 pub mod topic;

@@ -12,6 +12,7 @@ use super::channel::Channel;
 use super::guid::GuidFactory;
 use super::latency::LatencyConfig;
 use super::message::Message;
+use super::settle::YoungTail;
 use crate::storage::backlog::{DiskBacklog, Registry};
 use crate::storage::diskqueue::queue_name;
 
@@ -60,6 +61,8 @@ pub struct Topic {
     /// changed without comparing names (see `Shard::announce_registrations`).
     channel_changes: u64,
     backlog: VecDeque<(Message, Option<Instant>)>,
+    /// Which backlog messages may still share a client's read buffer (see `settle`).
+    young: YoungTail,
     guid: GuidFactory,
     /// Overflow of the backlog (non-ephemeral topics with a data path).
     disk: Option<DiskBacklog>,
@@ -91,6 +94,7 @@ impl Topic {
             message_bytes: 0,
             channel_changes: 0,
             backlog: VecDeque::new(),
+            young: YoungTail::default(),
             guid: GuidFactory::new(node_id),
             disk: own_disk.map(|r| r.open(&queue_name(name, None))),
             registry,
@@ -177,11 +181,13 @@ impl Topic {
                 // A deferred message waits in memory even with `--durable-ack`, as it does in
                 // a channel: a disk queue record has no room for its deferral.
                 self.backlog.push_back((msg, defer_until));
+                self.young.pushed();
             } else if let Some(disk) = &self.disk {
                 // Spilled deferred messages lose their deferral, as in nsqd.
                 disk.push(&msg);
             } else if !self.ephemeral {
                 self.backlog.push_back((msg, defer_until));
+                self.young.pushed();
             }
         }
         Ok(())
@@ -207,6 +213,7 @@ impl Topic {
         while let Some((msg, defer_until)) = self.backlog.pop_front() {
             self.fan_out(msg, defer_until, mem_queue_size);
         }
+        self.young.shrunk_to(0);
         while let Some(msg) = self.disk.as_ref().and_then(DiskBacklog::pop) {
             self.fan_out(msg, None, mem_queue_size);
         }
@@ -239,6 +246,22 @@ impl Topic {
         removed
     }
 
+    /// Gives each message kept in the backlog or a channel since before the previous pass a
+    /// body of its own (see [`crate::broker::settle`]); `delivered_before` is this pass's
+    /// time less [`crate::broker::settle::SETTLE_EVERY`].
+    pub fn settle(&mut self, delivered_before: Instant) {
+        for i in self.young.settle(self.backlog.len()) {
+            let (msg, defer_until) = &mut self.backlog[i];
+            // A deferred message was detached when it was published.
+            if defer_until.is_none() {
+                msg.detach_body();
+            }
+        }
+        for ch in self.channels.values_mut() {
+            ch.settle(delivered_before);
+        }
+    }
+
     /// How many times a channel was added or removed.
     pub fn channel_changes(&self) -> u64 {
         self.channel_changes
@@ -247,6 +270,7 @@ impl Topic {
     /// Drops the topic's own backlog (nsqd's topic empty).
     pub fn empty(&mut self) {
         self.backlog.clear();
+        self.young.shrunk_to(0);
         if let Some(disk) = &self.disk {
             disk.empty();
         }
@@ -259,6 +283,7 @@ impl Topic {
             for (msg, _) in self.backlog.drain(..) {
                 disk.push(&msg);
             }
+            self.young.shrunk_to(0);
         }
         for ch in self.channels.values_mut() {
             ch.flush_to_disk();
@@ -284,6 +309,29 @@ mod tests {
         assert!(t.remove_channel("a").is_none());
         t.channel_mut("a", 10);
         assert_eq!(t.channel_changes(), 3, "removed and re-added: two more");
+    }
+
+    #[test]
+    fn a_backlog_kept_past_a_settle_pass_gets_bodies_of_its_own() {
+        let block = Bytes::from(vec![7u8; 4096]);
+        let mut t = Topic::new("t", 1);
+        let sliced = |range: std::ops::Range<usize>| vec![block.slice(range)];
+        t.publish(sliced(0..10), None, 1, 100).unwrap();
+        let now = Instant::now();
+        let shares = |t: &Topic| -> Vec<bool> {
+            let block = block.as_ptr_range();
+            t.backlog
+                .iter()
+                .map(|(m, _)| block.contains(&m.body.as_ptr()))
+                .collect()
+        };
+        t.settle(now);
+        t.publish(sliced(10..20), None, 2, 100).unwrap();
+        t.settle(now);
+        assert_eq!(shares(&t), [false, true]);
+        t.settle(now);
+        assert_eq!(shares(&t), [false, false]);
+        assert_eq!(&t.backlog[1].0.body[..], &[7u8; 10][..]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
 
+use crate::broker::settle::SETTLE_EVERY;
 use crate::http::{self, HttpShared};
 use crate::mesh::MeshBatch;
 use crate::protocol::connection;
@@ -227,10 +228,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-/// Heartbeats, queue scans, and watching for shutdown; returns when shutdown is requested.
+/// Heartbeats, queue scans, settle passes, and watching for shutdown; returns when shutdown is requested.
 async fn housekeeping(shard: &Rc<Shard>) {
     let scan_every = shard.settings.queue_scan_interval;
     let mut next_scan = Instant::now() + scan_every;
+    let mut next_settle = Instant::now() + SETTLE_EVERY;
     while !shard.is_shutting_down() {
         glommio::timer::sleep(HOUSEKEEPING_TICK.min(scan_every)).await;
         let now = Instant::now();
@@ -240,6 +242,10 @@ async fn housekeeping(shard: &Rc<Shard>) {
         if now >= next_scan {
             shard.scan_queues(now);
             next_scan = now + scan_every;
+        }
+        if now >= next_settle {
+            shard.settle_messages(now);
+            next_settle = now + SETTLE_EVERY;
         }
         shard.announce_registrations();
         shard.start_channel_precreation();

@@ -241,6 +241,16 @@ impl Shard {
         }
     }
 
+    /// The periodic settle pass over every owned topic (see [`crate::broker::settle`]).
+    pub fn settle_messages(&self, now: Instant) {
+        let delivered_before = now
+            .checked_sub(crate::broker::settle::SETTLE_EVERY)
+            .unwrap_or(now);
+        for t in self.topics.borrow_mut().values_mut() {
+            t.settle(delivered_before);
+        }
+    }
+
     /// Runs `f` over the owned topics (stats, tests).
     pub fn with_topics<R>(
         &self,
