@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 use super::in_flight::{InFlight, InFlightTable};
 use super::latency::{LatencyConfig, LatencyWindow};
 use super::message::{Message, MessageId};
-use super::settle::YoungTail;
+use super::settle::{self, YoungTail};
 use crate::storage::backlog::DiskBacklog;
 
 /// A connection anywhere in the process: the core it lives on and its process-wide ID.
@@ -276,8 +276,14 @@ impl Channel {
     /// own (see [`crate::broker::settle`]); `delivered_before` is this pass's time less
     /// [`crate::broker::settle::SETTLE_EVERY`].
     pub fn settle(&mut self, delivered_before: Instant) {
-        for i in self.young.settle(self.queue.len()) {
-            self.queue[i].detach_body();
+        let due = self.young.settle(self.queue.len());
+        if !due.is_empty() {
+            let copy = settle::sparse(self.queue.range(due.clone()).map(|m| &m.body));
+            for (msg, copy) in self.queue.range_mut(due).zip(copy) {
+                if copy {
+                    msg.detach_body();
+                }
+            }
         }
         self.in_flight.settle(delivered_before);
     }

@@ -12,7 +12,7 @@ use super::channel::Channel;
 use super::guid::GuidFactory;
 use super::latency::LatencyConfig;
 use super::message::Message;
-use super::settle::YoungTail;
+use super::settle::{self, YoungTail};
 use crate::storage::backlog::{DiskBacklog, Registry};
 use crate::storage::diskqueue::queue_name;
 
@@ -250,11 +250,14 @@ impl Topic {
     /// body of its own (see [`crate::broker::settle`]); `delivered_before` is this pass's
     /// time less [`crate::broker::settle::SETTLE_EVERY`].
     pub fn settle(&mut self, delivered_before: Instant) {
-        for i in self.young.settle(self.backlog.len()) {
-            let (msg, defer_until) = &mut self.backlog[i];
-            // A deferred message was detached when it was published.
-            if defer_until.is_none() {
-                msg.detach_body();
+        let due = self.young.settle(self.backlog.len());
+        if !due.is_empty() {
+            let copy = settle::sparse(self.backlog.range(due.clone()).map(|(m, _)| &m.body));
+            for ((msg, defer_until), copy) in self.backlog.range_mut(due).zip(copy) {
+                // A deferred message was detached when it was published.
+                if copy && defer_until.is_none() {
+                    msg.detach_body();
+                }
             }
         }
         for ch in self.channels.values_mut() {
