@@ -139,6 +139,7 @@ fn settings_from(o: &Options) -> Settings {
             sync_timeout: o.sync_timeout,
             durable_ack: o.durable_ack,
             board: None,
+            segment_file_budget: 0,
         }),
         auth: nsqd_uring::auth::AuthSettings {
             addresses: o.auth_http_addresses.clone(),

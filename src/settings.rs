@@ -108,6 +108,9 @@ pub struct DiskSettings {
     pub durable_ack: bool,
     /// Every shard's part of nsqd.dat, set by the runtime once nsqd.dat is loaded.
     pub board: Option<std::sync::Arc<crate::storage::board::MetadataBoard>>,
+    /// Segment files one shard keeps open between storage rounds before it closes those of
+    /// the queues it visits (set by the runtime from the open-file limit; 0 = no bound).
+    pub segment_file_budget: usize,
 }
 
 impl Default for Settings {

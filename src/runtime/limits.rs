@@ -33,6 +33,16 @@ pub fn memlock_advice(soft: u64) -> String {
     )
 }
 
+/// How many disk queue segment files each of `shards` cores may keep open between storage
+/// rounds: a quarter of the open-file limit in all, the rest left to connections. nsqd keeps
+/// one or two per queue with data, so thousands of queues with a backlog made its (and our)
+/// listeners fail every accept with `Too many open files`.
+pub fn segment_file_budget(shards: usize) -> usize {
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    (limit / 4 / shards.max(1)).max(16)
+}
+
 /// Raises the open-file soft limit to the hard limit (each connection holds two descriptors).
 pub fn raise_nofile() {
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)

@@ -112,6 +112,7 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
             crate::mesh::owner_of(t, nr)
         }));
         d.board = Some(board.clone());
+        d.segment_file_budget = limits::segment_file_budget(nr);
         board
     });
     let settings = Arc::new(config.settings);

@@ -17,7 +17,7 @@ use crate::settings::DiskSettings;
 use crate::storage::backlog::{DiskBacklog, Registry};
 use crate::storage::board::MetadataBoard;
 use crate::storage::metadata::{ChannelMeta, Metadata, TopicMeta};
-use crate::storage::queue_io::{QueueConfig, QueueIo, write_synced_temp};
+use crate::storage::queue_io::{QueueConfig, QueueIo, SegmentFiles, write_synced_temp};
 
 /// The disk queues of one shard and the IO state behind them.
 pub struct ShardDisk {
@@ -45,6 +45,7 @@ impl ShardDisk {
                 max_msg_size,
                 sync_every: s.sync_every.max(1),
                 durable: s.durable_ack,
+                files: SegmentFiles::new(s.segment_file_budget),
             }),
             sync_timeout: s.sync_timeout.max(Duration::from_millis(1)),
             io: RefCell::new(BTreeMap::new()),
@@ -554,6 +555,7 @@ mod tests {
             sync_timeout: Duration::from_secs(2),
             durable_ack: true,
             board: None,
+            segment_file_budget: 0,
         };
         ShardDisk::new(&s, 1024)
     }

@@ -28,6 +28,65 @@ pub struct QueueConfig {
     pub sync_every: u64,
     /// `--durable-ack`: fsync what each round wrote before the round completes.
     pub durable: bool,
+    /// The shard's open segment files and their budget.
+    pub files: Rc<SegmentFiles>,
+}
+
+/// How many segment files a shard's queues hold open, against a budget: past it, a queue
+/// gives its files back at the end of its round and opens them again when it next needs
+/// them, so that thousands of queues with a backlog cannot use up the open-file limit and
+/// make every accept fail.
+#[derive(Debug, Default)]
+pub struct SegmentFiles {
+    open: std::cell::Cell<usize>,
+    /// 0: no bound.
+    budget: usize,
+}
+
+impl SegmentFiles {
+    /// A count for one shard, bounded by `budget` (0 = none).
+    pub fn new(budget: usize) -> Rc<SegmentFiles> {
+        Rc::new(SegmentFiles {
+            open: std::cell::Cell::new(0),
+            budget,
+        })
+    }
+
+    fn over_budget(&self) -> bool {
+        self.budget > 0 && self.open.get() > self.budget
+    }
+}
+
+/// An open segment file, counted in its shard's [`SegmentFiles`] while it lives.
+struct SegmentFile {
+    file: Option<BufferedFile>,
+    files: Rc<SegmentFiles>,
+}
+
+impl SegmentFile {
+    fn new(file: BufferedFile, files: &Rc<SegmentFiles>) -> SegmentFile {
+        files.open.set(files.open.get() + 1);
+        SegmentFile {
+            file: Some(file),
+            files: files.clone(),
+        }
+    }
+
+    fn get(&self) -> &BufferedFile {
+        self.file.as_ref().expect("present until closed")
+    }
+
+    async fn close(mut self) {
+        if let Some(f) = self.file.take() {
+            let _ = f.close().await;
+        }
+    }
+}
+
+impl Drop for SegmentFile {
+    fn drop(&mut self) {
+        self.files.open.set(self.files.open.get().saturating_sub(1));
+    }
 }
 
 type IoResult<T> = Result<T, String>;
@@ -46,8 +105,8 @@ pub struct QueueIo {
     next_read: Position,
     /// Where the next record goes.
     write: Position,
-    write_file: Option<BufferedFile>,
-    read_file: Option<(i64, BufferedFile)>,
+    write_file: Option<SegmentFile>,
+    read_file: Option<(i64, SegmentFile)>,
     /// Reads + writes since the last sync.
     since_sync: u64,
     /// Anything changed since the last sync.
@@ -296,6 +355,7 @@ impl QueueIo {
             || self.dirty
             || self.backlog.pending_count() > 0
             || (self.backlog.ready_len() < READ_AHEAD / 2 && self.next_read < self.write)
+            || (self.holds_files() && self.cfg.files.over_budget())
     }
 
     /// Lists this queue for the next round (see [`DiskBacklog::mark_active`]).
@@ -336,7 +396,8 @@ impl QueueIo {
             && self.cfg.durable
             && let Some(f) = &self.write_file
         {
-            f.fdatasync()
+            f.get()
+                .fdatasync()
                 .await
                 .map_err(|e| io_err("cannot sync", &self.segment(self.write.file_num), e))?;
         }
@@ -362,12 +423,13 @@ impl QueueIo {
         }
         let mut rolled = std::mem::take(&mut self.rolled);
         let read_any = self.refill(&mut rolled).await;
+        let mut synced = Ok(());
         if rolled || (self.dirty && (force_sync || self.since_sync >= self.cfg.sync_every)) {
-            let synced = self.sync().await;
+            synced = self.sync().await;
             self.rolled = synced.is_err();
-            return (read_any, synced);
         }
-        (read_any, Ok(()))
+        self.release_over_budget().await;
+        (read_any, synced)
     }
 
     async fn apply_consumed(&mut self) {
@@ -445,9 +507,9 @@ impl QueueIo {
         }
         if self.write_file.is_none() {
             let path = self.segment(self.write.file_num);
-            self.write_file = Some(open_rw(&path).await?);
+            self.write_file = Some(SegmentFile::new(open_rw(&path).await?, &self.cfg.files));
         }
-        let f = self.write_file.as_ref().expect("opened above");
+        let f = self.write_file.as_ref().expect("opened above").get();
         let mut written = 0;
         while written < bytes.len() {
             let at = (self.write.pos as usize + written) as u64;
@@ -470,8 +532,8 @@ impl QueueIo {
     /// Closes the current segment (synced) and moves writing to the next one.
     async fn roll(&mut self) {
         if let Some(f) = self.write_file.take() {
-            let _ = f.fdatasync().await;
-            let _ = f.close().await;
+            let _ = f.get().fdatasync().await;
+            f.close().await;
         }
         self.write = Position {
             file_num: self.write.file_num + 1,
@@ -609,11 +671,11 @@ impl QueueIo {
                     ReadFailure::Bad(message)
                 }
             })?;
-            self.read_file = Some((num, f));
+            self.read_file = Some((num, SegmentFile::new(f, &self.cfg.files)));
         }
         let f = match (&self.write_file, &self.read_file) {
-            (Some(w), _) if through_write_file => w,
-            (_, Some((_, r))) => r,
+            (Some(w), _) if through_write_file => w.get(),
+            (_, Some((_, r))) => r.get(),
             _ => unreachable!("a file was chosen or opened above"),
         };
         let r = f
@@ -630,7 +692,27 @@ impl QueueIo {
         if self.next_read >= self.write
             && let Some((_, f)) = self.read_file.take()
         {
-            let _ = f.close().await;
+            f.close().await;
+        }
+    }
+
+    fn holds_files(&self) -> bool {
+        self.read_file.is_some() || self.write_file.is_some()
+    }
+
+    /// Past the shard's [`SegmentFiles`] budget, gives this queue's files back: the read file
+    /// at once, the write file once what it wrote is synced (so no fsync is lost or added).
+    async fn release_over_budget(&mut self) {
+        if !self.cfg.files.over_budget() {
+            return;
+        }
+        if let Some((_, f)) = self.read_file.take() {
+            f.close().await;
+        }
+        if !self.dirty
+            && let Some(f) = self.write_file.take()
+        {
+            f.close().await;
         }
     }
 
@@ -653,7 +735,7 @@ impl QueueIo {
         self.read_file = None;
         if num == self.write.file_num {
             if let Some(f) = self.write_file.take() {
-                let _ = f.close().await;
+                f.close().await;
             }
             self.write = Position {
                 file_num: num + 1,
@@ -710,7 +792,8 @@ impl QueueIo {
     /// fsync the current segment and rewrite the meta file.
     pub async fn sync(&mut self) -> IoResult<()> {
         if let Some(f) = &self.write_file {
-            f.fdatasync()
+            f.get()
+                .fdatasync()
                 .await
                 .map_err(|e| io_err("cannot sync", &self.segment(self.write.file_num), e))?;
         }
@@ -744,10 +827,10 @@ impl QueueIo {
         }
         self.sync().await?;
         if let Some(f) = self.write_file.take() {
-            let _ = f.close().await;
+            f.close().await;
         }
         if let Some((_, f)) = self.read_file.take() {
-            let _ = f.close().await;
+            f.close().await;
         }
         Ok(())
     }
@@ -773,6 +856,7 @@ mod tests {
             max_msg_size: 1024,
             sync_every: 2500,
             durable: false,
+            files: SegmentFiles::new(0),
         })
     }
 
