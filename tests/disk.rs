@@ -1445,36 +1445,50 @@ fn bad_path_exists(segment: &Path) -> bool {
 /// could not open `.bad` (as nsqd does).
 #[test]
 fn stop_and_restart_with_more_queues_than_open_files_loses_nothing() {
-    const CHANNELS: usize = 400;
+    // Channels per topic; one topic on each core, so both cores write at once.
+    const CHANNELS: usize = 200;
     // More than a queue reads ahead (256), so no queue catches up with its writer at start.
     const PER_CHANNEL: usize = 300;
     let dir = temp_dir();
-    let topic = unique("fds");
+    let topics = [
+        common::unique_on_core("fds", 0, 2),
+        common::unique_on_core("fds", 1, 2),
+    ];
     let channels: Vec<String> = (0..CHANNELS)
         .map(|i| format!(r#"{{"name":"c{i}","paused":false}}"#))
         .collect();
+    let listed: Vec<String> = topics
+        .iter()
+        .map(|t| {
+            format!(
+                r#"{{"name":"{t}","paused":false,"channels":[{}]}}"#,
+                channels.join(",")
+            )
+        })
+        .collect();
     std::fs::write(
         dir.join("nsqd.dat"),
-        format!(
-            r#"{{"topics":[{{"name":"{topic}","paused":false,"channels":[{}]}}],"version":"1.3.0"}}"#,
-            channels.join(",")
-        ),
+        format!(r#"{{"topics":[{}],"version":"1.3.0"}}"#, listed.join(",")),
     )
     .unwrap();
     let flag = data_flag(&dir);
     let args = [flag.as_str(), "--cores=2"];
-    let limited = ["prlimit".to_string(), "--nofile=256:256".to_string()];
+    let limited = ["prlimit".to_string(), "--nofile=160:160".to_string()];
     let channel_depth = |b: &Broker| -> i64 {
         let addr = b.http.expect("HTTP listener");
-        let text = ureq::get(&format!("http://{addr}/stats?format=json&topic={topic}"))
+        let text = ureq::get(&format!("http://{addr}/stats?format=json"))
             .call()
             .expect("/stats")
             .into_string()
             .expect("body");
         let stats: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-        stats["topics"][0]["channels"].as_array().map_or(0, |cs| {
-            cs.iter().map(|c| c["depth"].as_i64().unwrap_or(0)).sum()
-        })
+        let topics = stats["topics"].as_array().cloned().unwrap_or_default();
+        topics
+            .iter()
+            .filter_map(|t| t["channels"].as_array())
+            .flatten()
+            .map(|c| c["depth"].as_i64().unwrap_or(0))
+            .sum()
     };
 
     let mut b = Broker::try_start_wrapped(&limited, &args).expect("starts under the limit");
@@ -1482,12 +1496,11 @@ fn stop_and_restart_with_more_queues_than_open_files_loses_nothing() {
         .map(|i| format!("kept-{i}").into_bytes())
         .collect();
     let mut c = b.client();
-    c.mpub(
-        &topic,
-        &bodies.iter().map(Vec::as_slice).collect::<Vec<_>>(),
-    );
+    for topic in &topics {
+        c.mpub(topic, &bodies.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    }
     drop(c);
-    let total = (CHANNELS * PER_CHANNEL) as i64;
+    let total = (2 * CHANNELS * PER_CHANNEL) as i64;
     assert_eq!(channel_depth(&b), total, "{}", b.log());
     stop(&mut b);
     assert!(
@@ -1496,28 +1509,62 @@ fn stop_and_restart_with_more_queues_than_open_files_loses_nothing() {
         b.log()
     );
     drop(b);
-    for i in 0..CHANNELS {
-        let name = format!("{topic}:c{i}");
-        let seg = dir.join(format!("{name}.diskqueue.000000.dat"));
-        assert!(seg.exists(), "{} was not written", seg.display());
+    for topic in &topics {
+        for i in 0..CHANNELS {
+            let seg = dir.join(format!("{topic}:c{i}.diskqueue.000000.dat"));
+            assert!(seg.exists(), "{} was not written", seg.display());
+        }
     }
 
     let mut b = Broker::try_start_wrapped(&limited, &args).expect("restarts under the limit");
-    let got = drain(
-        &b,
-        &topic,
-        &format!("c{}", CHANNELS - 1),
-        PER_CHANNEL,
-        Duration::from_secs(10),
+    for topic in &topics {
+        let got = drain(
+            &b,
+            topic,
+            &format!("c{}", CHANNELS - 1),
+            PER_CHANNEL,
+            Duration::from_secs(10),
+        );
+        assert_eq!(got.len(), PER_CHANNEL, "{}", b.log());
+        assert!(bodies.iter().all(|body| got.contains_key(body)));
+    }
+    assert_eq!(
+        channel_depth(&b),
+        total - 2 * PER_CHANNEL as i64,
+        "{}",
+        b.log()
     );
-    assert_eq!(got.len(), PER_CHANNEL, "{}", b.log());
-    assert!(bodies.iter().all(|body| got.contains_key(body)));
-    assert_eq!(channel_depth(&b), total - PER_CHANNEL as i64, "{}", b.log());
     let bad: Vec<String> = std::fs::read_dir(&*dir)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.ends_with(".bad"))
         .collect();
     assert!(bad.is_empty(), "segments renamed bad: {bad:?}\n{}", b.log());
+    stop(&mut b);
+}
+
+/// A stop cut short between writing a meta file's (or nsqd.dat's) temporary sibling and
+/// renaming it (kill -9, a second stop signal) leaves `<file>.<digits>.tmp`; the next start
+/// removes those, and nothing else.
+#[test]
+fn start_removes_temporaries_an_interrupted_stop_left() {
+    let dir = temp_dir();
+    let stale = [
+        "nsqd.dat.3150721751.tmp",
+        "t:c.diskqueue.meta.dat.2568602742.tmp",
+    ];
+    for name in stale {
+        std::fs::write(dir.join(name), "1\n0,0\n0,42\n").unwrap();
+    }
+    std::fs::write(dir.join("notes.1.tmp"), "not ours").unwrap();
+    let flag = data_flag(&dir);
+    let mut b = Broker::start(&[&flag]);
+    for name in stale {
+        assert!(!dir.join(name).exists(), "{name} is still there");
+    }
+    assert!(
+        dir.join("notes.1.tmp").exists(),
+        "another program's file went"
+    );
     stop(&mut b);
 }

@@ -411,10 +411,14 @@ impl Channel {
             c.requeue_count += 1;
         }
         let mut msg = f.msg;
+        // A requeued message stays: deferred, or redelivered and perhaps requeued again, over
+        // and over faster than the settle pass could see it queued or in flight twice.
+        if !f.detached {
+            msg.detach_body();
+        }
         if delay.is_zero() {
             self.enqueue(msg);
         } else {
-            msg.detach_body();
             self.defer(msg, now + delay);
         }
         Ok(())
@@ -644,6 +648,25 @@ mod tests {
         );
         ch.settle(t0 + ms(2));
         assert!(ch.queue.iter().all(|m| !shares(&block, m)));
+    }
+
+    /// A consumer REQing at once, over and over, would keep a message moving between the
+    /// queue and flight faster than the settle pass sees it twice.
+    #[test]
+    fn a_requeued_message_gets_a_body_of_its_own() {
+        let now = Instant::now();
+        let block = Bytes::from(vec![5u8; 1024]);
+        let mut m = msg(1);
+        m.body = block.slice(10..20);
+        let mut ch = Channel::new("c");
+        ch.add_consumer(info(1), 0);
+        ch.put(m, None, 100);
+        ch.set_ready(ConsumerId { shard: 0, conn: 1 }, 1);
+        let id = pump_all(&mut ch, now).remove(0).1.id;
+        ch.requeue(ConsumerId { shard: 0, conn: 1 }, &id, Duration::ZERO, now)
+            .unwrap();
+        assert!(!shares(&block, &ch.queue[0]));
+        assert_eq!(&ch.queue[0].body[..], &[5u8; 10][..]);
     }
 
     #[test]

@@ -98,6 +98,12 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
         .map(lock::lock)
         .transpose()
         .map_err(|e| format!("failed to instantiate nsqd - {e}"))?;
+    if let Some(dir) = &data_path {
+        let removed = metadata::remove_stale_temps(dir);
+        if removed > 0 {
+            tracing::info!("removed {removed} temporary file(s) an earlier stop left unrenamed");
+        }
+    }
     let restore = match &data_path {
         Some(dir) => metadata::load(dir)
             .map_err(|e| format!("failed to load metadata - {e}"))?

@@ -201,24 +201,23 @@ impl ShardDisk {
         }
         let (channels, topics): (Vec<_>, Vec<_>) =
             live.into_iter().partition(|(name, _)| name.contains(':'));
-        let (failed, failure) = finish_in_batches(channels, &[]).await;
-        let (_, topic_failure) = finish_in_batches(topics, &failed).await;
+        let batch = self.cfg.files.close_batch();
+        let (failed, failure) = finish_in_batches(channels, &[], batch).await;
+        let (_, topic_failure) = finish_in_batches(topics, &failed, batch).await;
         self.registry.round_done(covered, topic_failure.or(failure));
     }
 }
 
-/// Queues a shutdown finishes at once: enough for io_uring to overlap their writes and
-/// fsyncs, few enough that the files they hold (a segment, a meta file's temporary sibling)
-/// stay far below any open-file limit. Closing them all at once took one descriptor per
-/// queue and lost every record past the limit (`Too many open files`).
-const CLOSE_BATCH: usize = 64;
-
-/// Finishes `queues` ([`QueueIo::finish`]), [`CLOSE_BATCH`] at a time; a topic's queue keeps
-/// its consumed position when one of its channels' queues is in `failed_channels`. Returns
-/// the queues that failed and the last error.
+/// Finishes `queues` ([`QueueIo::finish`]), `batch` at a time: enough for io_uring to overlap
+/// their writes and fsyncs, few enough (see [`SegmentFiles::close_batch`]) that the files they
+/// hold stay under the open-file limit. Closing them all at once took a descriptor per queue
+/// and lost every record past the limit (`Too many open files`). A topic's queue keeps its
+/// consumed position when one of its channels' queues is in `failed_channels`. Returns the
+/// queues that failed and the last error.
 async fn finish_in_batches(
     queues: Vec<(String, QueueIo)>,
     failed_channels: &[String],
+    batch: usize,
 ) -> (Vec<String>, Option<String>) {
     let mut failed = Vec::new();
     let mut failure = None;
@@ -226,7 +225,7 @@ async fn finish_in_batches(
     while queues.peek().is_some() {
         let batch: Vec<_> = queues
             .by_ref()
-            .take(CLOSE_BATCH)
+            .take(batch)
             .map(|(name, io)| {
                 let apply_consumed = !feeds_failed_queue(&name, failed_channels);
                 glommio::spawn_local(async move { (io.finish(apply_consumed).await, name) })

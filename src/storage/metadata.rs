@@ -261,9 +261,48 @@ pub fn save(data_path: &Path, meta: &Metadata) -> std::io::Result<()> {
     std::fs::rename(&tmp, &file)
 }
 
+/// Whether `name` is a temporary sibling nsqd (or we) write before renaming it over
+/// nsqd.dat or a disk queue's meta file: `<file>.<random digits>.tmp`.
+fn is_meta_temp(name: &str) -> bool {
+    let Some(rest) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    let Some((file, digits)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (file == FILE_NAME || file.ends_with(".diskqueue.meta.dat"))
+}
+
+/// Removes the temporary files a process stopped mid-write left in `data_path` (a kill -9, or
+/// a second stop signal, between writing one and renaming it). Call with the data path locked:
+/// no other process writes them then. Returns how many went.
+pub fn remove_stale_temps(data_path: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(data_path) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(is_meta_temp))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_meta_temporaries_are_stale() {
+        assert!(is_meta_temp("nsqd.dat.1234.tmp"));
+        assert!(is_meta_temp("t:c.diskqueue.meta.dat.3849560774.tmp"));
+        assert!(!is_meta_temp("nsqd.dat"));
+        assert!(!is_meta_temp("t.diskqueue.000000.dat"));
+        assert!(!is_meta_temp("nsqd.dat.tmp"));
+        assert!(!is_meta_temp("nsqd.dat.12a.tmp"));
+        assert!(!is_meta_temp("notes.1.tmp"));
+    }
 
     const NSQD_V13: &str = r#"{"topics":[{"name":"t1","paused":false,"channels":[{"name":"c1","paused":true}]}],"version":"1.3.0"}"#;
 

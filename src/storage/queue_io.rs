@@ -52,6 +52,16 @@ impl SegmentFiles {
         })
     }
 
+    /// Queues that may be finished at once at shutdown, each holding up to two files (its
+    /// segment and its meta file's temporary sibling) on top of those open already.
+    pub fn close_batch(&self) -> usize {
+        const MOST: usize = 64;
+        match self.budget {
+            0 => MOST,
+            budget => (budget / 2).clamp(1, MOST),
+        }
+    }
+
     fn over_budget(&self) -> bool {
         self.budget > 0 && self.open.get() > self.budget
     }
