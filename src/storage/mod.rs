@@ -5,6 +5,7 @@
 pub mod backlog;
 pub mod board;
 pub mod diskqueue;
+pub mod files;
 pub mod go_error;
 pub mod lock;
 pub mod metadata;

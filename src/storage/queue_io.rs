@@ -10,6 +10,8 @@ use glommio::io::{BufferedFile, OpenOptions};
 
 use super::backlog::{DiskBacklog, READ_AHEAD};
 use super::diskqueue::{Meta, Position, bad_path, meta_path, must_roll, segment_path};
+use super::files::SegmentFile;
+pub use super::files::SegmentFiles;
 use super::record::{LEN_PREFIX, Parsed, WalkStop, next_record, walk_records};
 
 /// Bytes read from a segment at a time.
@@ -30,73 +32,6 @@ pub struct QueueConfig {
     pub durable: bool,
     /// The shard's open segment files and their budget.
     pub files: Rc<SegmentFiles>,
-}
-
-/// How many segment files a shard's queues hold open, against a budget: past it, a queue
-/// gives its files back at the end of its round and opens them again when it next needs
-/// them, so that thousands of queues with a backlog cannot use up the open-file limit and
-/// make every accept fail.
-#[derive(Debug, Default)]
-pub struct SegmentFiles {
-    open: std::cell::Cell<usize>,
-    /// 0: no bound.
-    budget: usize,
-}
-
-impl SegmentFiles {
-    /// A count for one shard, bounded by `budget` (0 = none).
-    pub fn new(budget: usize) -> Rc<SegmentFiles> {
-        Rc::new(SegmentFiles {
-            open: std::cell::Cell::new(0),
-            budget,
-        })
-    }
-
-    /// Queues that may be finished at once at shutdown, each holding up to two files (its
-    /// segment and its meta file's temporary sibling) on top of those open already.
-    pub fn close_batch(&self) -> usize {
-        const MOST: usize = 64;
-        match self.budget {
-            0 => MOST,
-            budget => (budget / 2).clamp(1, MOST),
-        }
-    }
-
-    fn over_budget(&self) -> bool {
-        self.budget > 0 && self.open.get() > self.budget
-    }
-}
-
-/// An open segment file, counted in its shard's [`SegmentFiles`] while it lives.
-struct SegmentFile {
-    file: Option<BufferedFile>,
-    files: Rc<SegmentFiles>,
-}
-
-impl SegmentFile {
-    fn new(file: BufferedFile, files: &Rc<SegmentFiles>) -> SegmentFile {
-        files.open.set(files.open.get() + 1);
-        SegmentFile {
-            file: Some(file),
-            files: files.clone(),
-        }
-    }
-
-    fn get(&self) -> &BufferedFile {
-        self.file.as_ref().expect("present until closed")
-    }
-
-    async fn close(mut self) {
-        if let Some(f) = self.file.take() {
-            let _ = f.close().await;
-        }
-    }
-}
-
-impl Drop for SegmentFile {
-    fn drop(&mut self) {
-        self.files.open.set(self.files.open.get().saturating_sub(1));
-    }
 }
 
 type IoResult<T> = Result<T, String>;
