@@ -563,13 +563,7 @@ fn kill_9_right_after_pipelined_oks_keeps_what_went_to_disk() {
 
         let b = Broker::start(&args);
         // Restored from nsqd.dat before anyone asks for them.
-        let addr = b.http.expect("HTTP listener");
-        let text = ureq::get(&format!("http://{addr}/stats?format=json"))
-            .call()
-            .expect("/stats")
-            .into_string()
-            .expect("body");
-        let stats: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let stats = stats_json(&b);
         let depth = |topic: &str| {
             stats["topics"].as_array().and_then(|ts| {
                 ts.iter().find(|t| t["topic_name"] == topic).map(|t| {
@@ -602,6 +596,17 @@ fn kill_9_right_after_pipelined_oks_keeps_what_went_to_disk() {
         }
         drop(b);
     }
+}
+
+/// The broker's `/stats?format=json`.
+fn stats_json(b: &Broker) -> serde_json::Value {
+    let addr = b.http.expect("HTTP listener");
+    let text = ureq::get(&format!("http://{addr}/stats?format=json"))
+        .call()
+        .expect("/stats")
+        .into_string()
+        .expect("body");
+    serde_json::from_str(&text).expect("JSON")
 }
 
 /// The PID of the broker started with `arg` (found through /proc, as the helper keeps it).
@@ -1475,13 +1480,7 @@ fn stop_and_restart_with_more_queues_than_open_files_loses_nothing() {
     let args = [flag.as_str(), "--cores=2"];
     let limited = ["prlimit".to_string(), "--nofile=160:160".to_string()];
     let channel_depth = |b: &Broker| -> i64 {
-        let addr = b.http.expect("HTTP listener");
-        let text = ureq::get(&format!("http://{addr}/stats?format=json"))
-            .call()
-            .expect("/stats")
-            .into_string()
-            .expect("body");
-        let stats: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let stats = stats_json(b);
         let topics = stats["topics"].as_array().cloned().unwrap_or_default();
         topics
             .iter()

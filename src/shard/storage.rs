@@ -565,48 +565,41 @@ mod tests {
     /// two: what the restarted broker finds must still hold every record.
     #[test]
     fn topic_backlog_stays_consumable_until_its_channels_wrote_it() {
-        let dir = std::env::temp_dir().join(format!("nsqd-shard-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let d = dir.clone();
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .unwrap()
-            .run(async move {
-                let disk = disk(&d);
-                let topic = disk.registry.open("t");
-                for i in 0..3 {
-                    topic.push(&msg(i));
-                }
-                round(&disk).await;
-                assert!(disk.registry.on_disk().await.is_ok(), "acknowledged");
-                let channel = disk.registry.open("t:c");
-                round(&disk).await;
-                // The channel's segment cannot be written (a directory is in the way).
-                std::fs::create_dir(segment_path(&d, "t:c", 0)).unwrap();
-                // The broker fans the topic's backlog out to the new channel.
-                let mut moved = 0;
-                while let Some(m) = topic.pop() {
-                    channel.push(&m);
-                    moved += 1;
-                }
-                assert_eq!(moved, 3);
-                round(&disk).await;
-                assert!(disk.registry.health_error().is_some(), "the write failed");
-                // Crash: no close. Restart with the obstacle gone.
-                drop((topic, channel, disk));
-                std::fs::remove_dir(segment_path(&d, "t:c", 0)).unwrap();
-                let disk = self::disk(&d);
-                let topic = disk.registry.open("t");
-                let channel = disk.registry.open("t:c");
-                round(&disk).await;
-                let mut got: Vec<_> = std::iter::from_fn(|| topic.pop())
-                    .chain(std::iter::from_fn(|| channel.pop()))
-                    .map(|m| m.body)
-                    .collect();
-                got.sort();
-                got.dedup();
-                assert_eq!(got, (0..3).map(|i| msg(i).body).collect::<Vec<_>>());
-            });
-        std::fs::remove_dir_all(&dir).unwrap();
+        crate::storage::run_in_temp_dir("nsqd-shard", |d| async move {
+            let disk = disk(&d);
+            let topic = disk.registry.open("t");
+            for i in 0..3 {
+                topic.push(&msg(i));
+            }
+            round(&disk).await;
+            assert!(disk.registry.on_disk().await.is_ok(), "acknowledged");
+            let channel = disk.registry.open("t:c");
+            round(&disk).await;
+            // The channel's segment cannot be written (a directory is in the way).
+            std::fs::create_dir(segment_path(&d, "t:c", 0)).unwrap();
+            // The broker fans the topic's backlog out to the new channel.
+            let mut moved = 0;
+            while let Some(m) = topic.pop() {
+                channel.push(&m);
+                moved += 1;
+            }
+            assert_eq!(moved, 3);
+            round(&disk).await;
+            assert!(disk.registry.health_error().is_some(), "the write failed");
+            // Crash: no close. Restart with the obstacle gone.
+            drop((topic, channel, disk));
+            std::fs::remove_dir(segment_path(&d, "t:c", 0)).unwrap();
+            let disk = self::disk(&d);
+            let topic = disk.registry.open("t");
+            let channel = disk.registry.open("t:c");
+            round(&disk).await;
+            let mut got: Vec<_> = std::iter::from_fn(|| topic.pop())
+                .chain(std::iter::from_fn(|| channel.pop()))
+                .map(|m| m.body)
+                .collect();
+            got.sort();
+            got.dedup();
+            assert_eq!(got, (0..3).map(|i| msg(i).body).collect::<Vec<_>>());
+        });
     }
 }

@@ -79,35 +79,28 @@ mod tests {
 
     #[test]
     fn open_files_are_counted_until_closed_or_dropped() {
-        let dir = std::env::temp_dir().join(format!("nsqd-files-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let d = dir.clone();
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .unwrap()
-            .run(async move {
-                let files = SegmentFiles::new(1);
-                let open = |n: u8| {
-                    let path = d.join(format!("f{n}"));
-                    async move {
-                        glommio::io::OpenOptions::new()
-                            .create(true)
-                            .write(true)
-                            .buffered_open(&path)
-                            .await
-                            .unwrap()
-                    }
-                };
-                let a = SegmentFile::new(open(1).await, &files);
-                assert!(!files.over_budget());
-                let b = SegmentFile::new(open(2).await, &files);
-                assert!(files.over_budget(), "two open, budget one");
-                b.close().await;
-                assert!(!files.over_budget());
-                drop(a);
-                assert_eq!(files.open.get(), 0);
-            });
-        std::fs::remove_dir_all(&dir).unwrap();
+        crate::storage::run_in_temp_dir("nsqd-files", |d| async move {
+            let files = SegmentFiles::new(1);
+            let open = |n: u8| {
+                let path = d.join(format!("f{n}"));
+                async move {
+                    glommio::io::OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .buffered_open(&path)
+                        .await
+                        .unwrap()
+                }
+            };
+            let a = SegmentFile::new(open(1).await, &files);
+            assert!(!files.over_budget());
+            let b = SegmentFile::new(open(2).await, &files);
+            assert!(files.over_budget(), "two open, budget one");
+            b.close().await;
+            assert!(!files.over_budget());
+            drop(a);
+            assert_eq!(files.open.get(), 0);
+        });
     }
 
     #[test]
