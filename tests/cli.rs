@@ -119,6 +119,33 @@ fn a_second_broker_on_a_running_brokers_ports_fails_to_start() {
     p.publish(&unique("still"), b"x");
 }
 
+/// A supervisor restarting a broker killed with kill -9 does so at once, on the same ports.
+/// The kernel tears a dead process's io_uring rings down after it is reaped, and its listeners
+/// with them, so for a few tens of milliseconds the ports are still listened on: the check
+/// that refuses a second broker must not refuse this one (nsqd restarts fine).
+#[test]
+fn a_broker_killed_with_kill_9_restarts_at_once_on_the_same_ports() {
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let tcp = format!("--tcp-address={}", free_port());
+    let http = format!("--http-address={}", free_port());
+    let args = [tcp.as_str(), http.as_str(), "--cores=2"];
+    for round in 0..3 {
+        let mut b = Broker::try_start(&args)
+            .unwrap_or_else(|e| panic!("start {round} after a kill -9: {e}"));
+        // Traffic, so the broker has accepted connections and a consumer in its rings.
+        let topic = unique("k9");
+        let mut p = b.client();
+        p.publish(&topic, b"x");
+        let _consumer = b.consumer(&topic, "c", 10);
+        b.kill9();
+    }
+}
+
 #[test]
 fn go_flag_forms_and_config_file_apply() {
     let dir = std::env::temp_dir().join(unique("nsqd-cli-"));

@@ -192,14 +192,29 @@ pub async fn run_shard(plan: ShardPlan) {
 /// the same ports would otherwise bind them too and the kernel would split the clients
 /// between the two; a plain bind (`SO_REUSEADDR` only, as Go's) is refused by any listener,
 /// as nsqd's is. Port 0 picks a free port and needs no check.
+///
+/// A broker killed with kill -9 keeps its listeners for a few tens of milliseconds after it is
+/// reaped (the kernel tears its io_uring rings down afterwards), so a supervisor restarting it
+/// at once would meet them: the check waits up to [`PORT_RELEASE_WAIT`] for the port to come
+/// free before it fails. A broker that is still running never lets go, and is refused then.
 fn ensure_not_listened_on(addr: SocketAddr) -> Result<(), String> {
     if addr.port() == 0 {
         return Ok(());
     }
-    std::net::TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|e| format!("listen ({addr}) failed - {e}"))
+    let deadline = Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("listen ({addr}) failed - {e}")),
+        }
+    }
 }
+
+/// How long [`ensure_not_listened_on`] waits for a port a dead broker's listeners still hold.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// Binds an optional listener (HTTP, HTTPS) and reads back its address; `Err` is nsqd's
 /// `listen (<addr>) failed - <error>`.
