@@ -276,15 +276,7 @@ impl Channel {
     /// own (see [`crate::broker::settle`]); `delivered_before` is this pass's time less
     /// [`crate::broker::settle::SETTLE_EVERY`].
     pub fn settle(&mut self, delivered_before: Instant) {
-        let due = self.young.settle(self.queue.len());
-        if !due.is_empty() {
-            let copy = settle::sparse(self.queue.range(due.clone()).map(|m| &m.body));
-            for (msg, copy) in self.queue.range_mut(due).zip(copy) {
-                if copy {
-                    msg.detach_body();
-                }
-            }
-        }
+        settle::settle_queue(&mut self.young, &mut self.queue);
         self.in_flight.settle(delivered_before);
     }
 

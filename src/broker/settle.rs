@@ -18,10 +18,13 @@
 //!
 //! [`Message::detach_body`]: super::message::Message::detach_body
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::Duration;
 
 use bytes::Bytes;
+
+use super::message::Message;
 
 /// Bodies of queued messages this close together (the gap is the next command's header) are
 /// taken as read together.
@@ -53,6 +56,51 @@ pub fn sparse<'a>(bodies: impl Iterator<Item = &'a Bytes>) -> Vec<bool> {
     }
     close_run(&mut out, run_start, run_bytes);
     out
+}
+
+/// An item of a queue the settle pass walks: a channel's message, or a topic backlog's
+/// message with its deferral.
+pub trait Queued {
+    /// The body, to tell dense runs.
+    fn body(&self) -> &Bytes;
+    /// The message to detach, or `None` if its body has its own allocation already.
+    fn detachable(&mut self) -> Option<&mut Message>;
+}
+
+impl Queued for Message {
+    fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    fn detachable(&mut self) -> Option<&mut Message> {
+        Some(self)
+    }
+}
+
+impl Queued for (Message, Option<std::time::Instant>) {
+    fn body(&self) -> &Bytes {
+        &self.0.body
+    }
+
+    /// A deferred message was detached when it was published.
+    fn detachable(&mut self) -> Option<&mut Message> {
+        self.1.is_none().then_some(&mut self.0)
+    }
+}
+
+/// One pass over a FIFO queue: detaches the bodies `tail` says are due, except those lying
+/// in dense runs ([`sparse`]) and those that have their own allocation already.
+pub fn settle_queue<T: Queued>(tail: &mut YoungTail, queue: &mut VecDeque<T>) {
+    let due = tail.settle(queue.len());
+    if due.is_empty() {
+        return;
+    }
+    let copy = sparse(queue.range(due.clone()).map(Queued::body));
+    for (item, copy) in queue.range_mut(due).zip(copy) {
+        if copy && let Some(msg) = item.detachable() {
+            msg.detach_body();
+        }
+    }
 }
 
 /// How often a core's queues and in-flight tables are settled.

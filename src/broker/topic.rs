@@ -250,16 +250,7 @@ impl Topic {
     /// body of its own (see [`crate::broker::settle`]); `delivered_before` is this pass's
     /// time less [`crate::broker::settle::SETTLE_EVERY`].
     pub fn settle(&mut self, delivered_before: Instant) {
-        let due = self.young.settle(self.backlog.len());
-        if !due.is_empty() {
-            let copy = settle::sparse(self.backlog.range(due.clone()).map(|(m, _)| &m.body));
-            for ((msg, defer_until), copy) in self.backlog.range_mut(due).zip(copy) {
-                // A deferred message was detached when it was published.
-                if copy && defer_until.is_none() {
-                    msg.detach_body();
-                }
-            }
-        }
+        settle::settle_queue(&mut self.young, &mut self.backlog);
         for ch in self.channels.values_mut() {
             ch.settle(delivered_before);
         }

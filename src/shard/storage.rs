@@ -360,11 +360,12 @@ impl Shard {
 
     /// One storage round, with nsqd.dat rewritten beside it when the topic/channel list
     /// changed (or `force_meta`: start-up, a failed write to retry). Only then are the names
-    /// of every topic and channel snapshotted: with 90,000 of them that took milliseconds. When it is rewritten, the publishes the round covers are
-    /// released only once both are done, so an acknowledged record on disk always has its
-    /// topic in nsqd.dat (a kill -9 in between would otherwise leave it in files no restart
-    /// loads); records of a topic created after nsqd.dat's snapshot wait for the next round,
-    /// which follows at once. Returns whether anything was read.
+    /// of every topic and channel snapshotted: with 90,000 of them that took milliseconds.
+    /// When it is rewritten, the publishes the round covers are released only once both are
+    /// done, so an acknowledged record on disk always has its topic in nsqd.dat (a kill -9 in
+    /// between would otherwise leave it in files no restart loads); records of a topic created
+    /// after nsqd.dat's snapshot wait for the next round, which follows at once. Returns
+    /// whether anything was read.
     async fn storage_round(&self, disk: &ShardDisk, force_sync: bool, force_meta: bool) -> bool {
         let (meta_changed, meta_covered) = disk.registry.take_metadata_changed();
         let meta_due = meta_changed || force_meta;
