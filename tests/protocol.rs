@@ -821,6 +821,33 @@ fn pipelined_publishes_are_answered_in_order() {
     assert_eq!(q.expect_message().body, b"x");
 }
 
+on_both_core_counts!(
+    a_synchronous_publisher_is_answered_every_time,
+    |b: Broker| {
+        // One command at a time, as NSQ's bench_writer and most clients publish, so the broker
+        // parks between commands and is woken by each one. An executor that parks with work
+        // queued (a lost wake-up) shows here as an answer that never comes: this client has no
+        // heartbeat, so no timer of its connection would wake the broker either.
+        let topic = unique("sync") + "#ephemeral";
+        let mut p = b.client();
+        p.identify(r#"{"heartbeat_interval":-1}"#);
+        p.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let body = mpub_body(&[b"0123456789".as_slice(); 20]);
+        let start = std::time::Instant::now();
+        let mut round_trips = 0;
+        while round_trips < 50_000 && start.elapsed() < Duration::from_secs(2) {
+            p.with_body(&format!("MPUB {topic}"), &body);
+            match p.try_frame() {
+                Ok(Frame::Response(r)) if r == b"OK" => {}
+                other => panic!("MPUB {round_trips} was not answered: {other:?}"),
+            }
+            round_trips += 1;
+        }
+    }
+);
+
 on_both_core_counts!(in_flight_errors_precede_later_responses, |b: Broker| {
     // Whichever core owns the topic, FIN/REQ/TOUCH failures come back before the answer to
     // the next command, as nsqd sends them.

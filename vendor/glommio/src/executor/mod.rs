@@ -1325,7 +1325,11 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // nsqd-uring patch: a preemption before any queue ran still means there is
+                // work. The reactor keeps an armed latency timer across turns (see
+                // `Reactor::wait`), so it can fire between the poll and this check; returning
+                // false here would park the executor with its queues runnable.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1337,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {

@@ -1239,9 +1239,10 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
-    /// nsqd-uring patch: whether the armed latency timer is the preemption timer (kept across
-    /// loop turns while it has not fired) rather than a sleeping executor's user timer.
-    latency_timer_is_preempt: Cell<bool>,
+    /// nsqd-uring patch: when the armed latency-ring timer (preemption or a sleeper's user
+    /// timer) fires. Whichever it is, it is kept across turns and sleeps while it fires no
+    /// later than the timer the turn needs (see `wait`).
+    latency_timer_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1373,7 +1374,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
-            latency_timer_is_preempt: Cell::new(false),
+            latency_timer_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1835,28 +1836,38 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
+        // Upstream cancels the armed latency-ring timer on every call and submits a new one:
+        // the preemption timer on every turn of the executor loop, the user timer before every
+        // sleep (a cancel and a timeout, two `io_uring_enter`, per turn and per sleep).
         //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        //
-        // nsqd-uring patch: upstream cancels and re-submits the preemption timer on every turn
-        // of the executor loop (two `io_uring_enter` on the latency ring per turn). While there
-        // is work to run (so this turn will not sleep) and the armed preemption timer has not
-        // fired, it is kept: preemption then comes at most one timer period after it was
-        // armed, never later. Before a possible sleep it is cancelled as upstream does.
-        let reusable_preempt_timer = match self.latency_preemption_timeout_src.take() {
+        // nsqd-uring patch: the armed timer, whichever it is, is kept while it has not fired
+        // and fires no later than the timer this call needs: the preemption timer on a turn
+        // with work (`preempt_timer()` is `Some`), the user timer before a sleep. A kept timer
+        // can therefore preempt earlier than one period after this turn, or wake a sleeping
+        // executor before its user timer (which then finds nothing due and sleeps again),
+        // never later. nsqd-uring runs a single task queue, so there is no fairness between
+        // queues to skew; a sleeper with no user timer may be woken once, at most one
+        // preemption period after it last ran.
+        let now = Instant::now();
+        let needed_by = match preempt_timer() {
+            Some(preempt) => Some(now + preempt),
+            None => user_timer.map(|dur| now + dur),
+        };
+        let mut kept_timer = match self.latency_preemption_timeout_src.take() {
             Some(timer)
-                if self.latency_timer_is_preempt.get()
-                    && timer.result().is_none()
-                    && preempt_timer().is_some() =>
+                if timer.result().is_none()
+                    && match (self.latency_timer_deadline.get(), needed_by) {
+                        (Some(armed), Some(needed)) => armed <= needed,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    } =>
             {
                 Some(timer)
             }
             other => {
+                // Dropping an unfired timer queues its cancellation, flushed below.
                 drop(other);
+                self.latency_timer_deadline.set(None);
                 None
             }
         };
@@ -1903,10 +1914,13 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
+            if kept_timer.is_some() {
+                // Fires no later than the user timer would (checked above): it wakes us.
+                self.latency_preemption_timeout_src.set(kept_timer.take());
+            } else if let Some(dur) = user_timer {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                self.latency_timer_is_preempt.set(false);
+                self.latency_timer_deadline.set(Some(now + dur));
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1933,16 +1947,14 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            match reusable_preempt_timer {
-                Some(timer) => self.latency_preemption_timeout_src.set(Some(timer)),
-                None => {
-                    self.latency_preemption_timeout_src
-                        .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-                    flush_rings!(lat_ring, main_ring)?;
-                }
-            }
-            self.latency_timer_is_preempt.set(true);
+        if let Some(timer) = kept_timer {
+            // Not handed to a sleep above (this turn has work, or did not sleep).
+            self.latency_preemption_timeout_src.set(Some(timer));
+        } else if let Some(preempt) = preempt_timer() {
+            self.latency_preemption_timeout_src
+                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            self.latency_timer_deadline.set(Some(now + preempt));
+            flush_rings!(lat_ring, main_ring)?;
         }
 
         // A Note about `need_preempt`:
