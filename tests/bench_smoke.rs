@@ -2,9 +2,13 @@
 //! nsq-bench modes it drives and the plot step cannot rot. Uses the test build's binaries; no
 //! other broker is involved (NSQD is cleared).
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::Broker;
 
 /// Generous on a loaded 2-core machine; the quick matrix itself takes about ten seconds.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -58,4 +62,55 @@ fn quick_bench_writes_csv_summary_and_plots() {
     assert!(out.join("summary.md").exists(), "{log}");
     assert!(out.join("throughput_pub.svg").exists(), "{log}");
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The open-loop sender sleeps on short timers between sends while its connections' answers
+/// wake the executor early, the pattern that once lost a timer in the patched glommio (a
+/// timer kept across a park had fired during the park's own flushes, so the executor slept
+/// with none armed): the sender stopped and the run never ended. Short runs at a low rate,
+/// each bounded; every one must end and get back what it sent.
+#[test]
+fn low_rate_latency_runs_end_and_receive_what_they_send() {
+    let broker = Broker::with_cores(1, &[]);
+    let addr = broker.tcp.to_string();
+    for run in 0..10 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nsq-bench"))
+            .args(["latency", "--nsqd-tcp-address", &addr, "--topic"])
+            .arg(format!("lowrate{run}"))
+            .args(["--rate", "2000", "--connections", "4", "--size", "100"])
+            .args([
+                "--duration",
+                "0.3s",
+                "--warmup",
+                "0.1s",
+                "--json",
+                "--quiet",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nsq-bench");
+        let started = Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("nsq-bench latency run {run} did not end within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().expect("output");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "run {run}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON result");
+        assert!(
+            result["messages"].as_u64().unwrap_or(0) > 0,
+            "run {run}: {stdout}"
+        );
+        assert_eq!(result["unreceived"], 0, "run {run}: {stdout}");
+    }
 }

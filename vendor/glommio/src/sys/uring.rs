@@ -1853,7 +1853,7 @@ impl Reactor {
             Some(preempt) => Some(now + preempt),
             None => user_timer.map(|dur| now + dur),
         };
-        let mut kept_timer = match self.latency_preemption_timeout_src.take() {
+        let kept_timer = match self.latency_preemption_timeout_src.take() {
             Some(timer)
                 if timer.result().is_none()
                     && match (self.latency_timer_deadline.get(), needed_by) {
@@ -1903,6 +1903,13 @@ impl Reactor {
         flush_rings!(lat_ring, poll_ring, main_ring)?;
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
+        // nsqd-uring patch: the kept timer may have fired since it was looked at (its
+        // completion can come with any of the flushes above). A fired timer can no longer wake
+        // a sleep or preempt this turn, so the one needed is armed below instead.
+        let mut kept_timer = kept_timer.filter(|timer| timer.result().is_none());
+        if kept_timer.is_none() {
+            self.latency_timer_deadline.set(None);
+        }
 
         // If we generated any event so far, we can't sleep. Need to handle them.
         let should_sleep = preempt_timer().is_none()
