@@ -6,12 +6,13 @@
 //! to a local connection or batches them to another core.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use super::chunked::ChunkedQueue;
 use super::in_flight::{InFlight, InFlightTable};
 use super::latency::{LatencyConfig, LatencyWindow};
 use super::message::{Message, MessageId};
@@ -142,7 +143,7 @@ pub struct Channel {
     pub paused: bool,
     /// Counters for `/stats`.
     pub counters: ChannelCounters,
-    queue: VecDeque<Message>,
+    queue: ChunkedQueue<Message>,
     /// Which queued messages may still share a client's read buffer (see `settle`).
     young: YoungTail,
     in_flight: InFlightTable,
@@ -172,7 +173,7 @@ impl Channel {
             ephemeral: crate::protocol::names::is_ephemeral(name),
             paused: false,
             counters: ChannelCounters::default(),
-            queue: VecDeque::new(),
+            queue: ChunkedQueue::new(),
             young: YoungTail::default(),
             in_flight: InFlightTable::default(),
             deferred: BinaryHeap::new(),
@@ -292,7 +293,7 @@ impl Channel {
     /// deferral lost), as nsqd's channel close does.
     pub fn flush_to_disk(&mut self) {
         let Some(disk) = &self.disk else { return };
-        for msg in self.queue.drain(..) {
+        for msg in self.queue.drain() {
             disk.push(&msg);
         }
         self.young.shrunk_to(0);

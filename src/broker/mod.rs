@@ -1,6 +1,7 @@
 //! The message model, independent of IO: messages and their IDs, topics, channels.
 
 pub mod channel;
+pub mod chunked;
 pub mod guid;
 pub mod in_flight;
 pub mod latency;

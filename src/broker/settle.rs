@@ -18,12 +18,12 @@
 //!
 //! [`Message::detach_body`]: super::message::Message::detach_body
 
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::chunked::ChunkedQueue;
 use super::message::Message;
 
 /// Bodies of queued messages this close together (the gap is the next command's header) are
@@ -90,7 +90,7 @@ impl Queued for (Message, Option<std::time::Instant>) {
 
 /// One pass over a FIFO queue: detaches the bodies `tail` says are due, except those lying
 /// in dense runs ([`sparse`]) and those that have their own allocation already.
-pub fn settle_queue<T: Queued>(tail: &mut YoungTail, queue: &mut VecDeque<T>) {
+pub fn settle_queue<T: Queued>(tail: &mut YoungTail, queue: &mut ChunkedQueue<T>) {
     let due = tail.settle(queue.len());
     if due.is_empty() {
         return;

@@ -1,7 +1,7 @@
 //! A topic: ID generation, fan-out of every message to every channel, and the backlog that
 //! waits for the first channel (or for an unpause). Lives on its owner shard.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::channel::Channel;
+use super::chunked::ChunkedQueue;
 use super::guid::GuidFactory;
 use super::latency::LatencyConfig;
 use super::message::Message;
@@ -60,7 +61,7 @@ pub struct Topic {
     /// Bumped whenever a channel is added or removed, so the core can tell its channel list
     /// changed without comparing names (see `Shard::announce_registrations`).
     channel_changes: u64,
-    backlog: VecDeque<(Message, Option<Instant>)>,
+    backlog: ChunkedQueue<(Message, Option<Instant>)>,
     /// Which backlog messages may still share a client's read buffer (see `settle`).
     young: YoungTail,
     guid: GuidFactory,
@@ -93,7 +94,7 @@ impl Topic {
             message_count: 0,
             message_bytes: 0,
             channel_changes: 0,
-            backlog: VecDeque::new(),
+            backlog: ChunkedQueue::new(),
             young: YoungTail::default(),
             guid: GuidFactory::new(node_id),
             disk: own_disk.map(|r| r.open(&queue_name(name, None))),
@@ -274,7 +275,7 @@ impl Topic {
     /// messages into their disk queues (deferral lost, attempts kept), as nsqd's close does.
     pub fn flush_to_disk(&mut self) {
         if let Some(disk) = &self.disk {
-            for (msg, _) in self.backlog.drain(..) {
+            for (msg, _) in self.backlog.drain() {
                 disk.push(&msg);
             }
             self.young.shrunk_to(0);
