@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Broker;
@@ -18,7 +18,7 @@ fn quick_bench_writes_csv_summary_and_plots() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::env::temp_dir().join(format!("nsq-bench-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let mut child = Command::new("bash")
+    let child = Command::new("bash")
         .arg(root.join("scripts/bench.sh"))
         .args(["--quick", "--no-build", "--out"])
         .arg(&out)
@@ -33,15 +33,7 @@ fn quick_bench_writes_csv_summary_and_plots() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run scripts/bench.sh");
-    let started = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if started.elapsed() > LIMIT {
-            let _ = child.kill();
-            panic!("bench.sh --quick ran longer than {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let output = child.wait_with_output().expect("output");
+    let output = output_within(child, LIMIT, "bench.sh --quick");
     let log = std::fs::read_to_string(out.join("bench.log")).unwrap_or_default();
     assert!(
         output.status.success(),
@@ -74,7 +66,7 @@ fn low_rate_latency_runs_end_and_receive_what_they_send() {
     let broker = Broker::with_cores(1, &[]);
     let addr = broker.tcp.to_string();
     for run in 0..10 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nsq-bench"))
+        let child = Command::new(env!("CARGO_BIN_EXE_nsq-bench"))
             .args(["latency", "--nsqd-tcp-address", &addr, "--topic"])
             .arg(format!("lowrate{run}"))
             .args(["--rate", "2000", "--connections", "4", "--size", "100"])
@@ -91,15 +83,8 @@ fn low_rate_latency_runs_end_and_receive_what_they_send() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run nsq-bench");
-        let started = Instant::now();
-        while child.try_wait().expect("wait").is_none() {
-            if started.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                panic!("nsq-bench latency run {run} did not end within 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let output = child.wait_with_output().expect("output");
+        let what = format!("nsq-bench latency run {run}");
+        let output = output_within(child, Duration::from_secs(20), &what);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
@@ -113,4 +98,18 @@ fn low_rate_latency_runs_end_and_receive_what_they_send() {
         );
         assert_eq!(result["unreceived"], 0, "run {run}: {stdout}");
     }
+}
+
+/// Waits for `child` at most `limit` (killing it and failing the test past that), then returns
+/// its output.
+fn output_within(mut child: Child, limit: Duration, what: &str) -> Output {
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what} did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
 }
