@@ -1244,11 +1244,10 @@ pub(crate) struct Reactor {
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
-    /// nsqd-uring patch: when the armed latency-ring timer (preemption or a sleeper's user
-    /// timer) fires. Whichever it is, it is kept across turns and sleeps while it fires no
-    /// later than the timer the turn needs (see `wait`).
-    latency_timer_deadline: Cell<Option<Instant>>,
+    /// nsqd-uring patch: the armed latency-ring timer (preemption or a sleeper's user timer)
+    /// and when it fires. Whichever it is, it is kept across turns and sleeps while it fires
+    /// no later than the timer the turn needs (see `wait`).
+    latency_preemption_timeout_src: Cell<Option<(Source, Instant)>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1380,7 +1379,6 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
-            latency_timer_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1859,24 +1857,13 @@ impl Reactor {
             Some(preempt) => Some(now + preempt),
             None => user_timer.map(|dur| now + dur),
         };
-        let kept_timer = match self.latency_preemption_timeout_src.take() {
-            Some(timer)
-                if timer.result().is_none()
-                    && match (self.latency_timer_deadline.get(), needed_by) {
-                        (Some(armed), Some(needed)) => armed <= needed,
-                        (Some(_), None) => true,
-                        (None, _) => false,
-                    } =>
-            {
-                Some(timer)
-            }
-            other => {
-                // Dropping an unfired timer queues its cancellation, flushed below.
-                drop(other);
-                self.latency_timer_deadline.set(None);
-                None
-            }
-        };
+        // Dropping an unfired timer that is not kept queues its cancellation, flushed below.
+        let kept_timer = self
+            .latency_preemption_timeout_src
+            .take()
+            .filter(|(timer, armed)| {
+                timer.result().is_none() && needed_by.is_none_or(|needed| *armed <= needed)
+            });
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -1912,10 +1899,7 @@ impl Reactor {
         // nsqd-uring patch: the kept timer may have fired since it was looked at (its
         // completion can come with any of the flushes above). A fired timer can no longer wake
         // a sleep or preempt this turn, so the one needed is armed below instead.
-        let mut kept_timer = kept_timer.filter(|timer| timer.result().is_none());
-        if kept_timer.is_none() {
-            self.latency_timer_deadline.set(None);
-        }
+        let mut kept_timer = kept_timer.filter(|(timer, _)| timer.result().is_none());
 
         // If we generated any event so far, we can't sleep. Need to handle them.
         let should_sleep = preempt_timer().is_none()
@@ -1931,9 +1915,9 @@ impl Reactor {
                 // Fires no later than the user timer would (checked above): it wakes us.
                 self.latency_preemption_timeout_src.set(kept_timer.take());
             } else if let Some(dur) = user_timer {
+                let timer = lat_ring.prepare_latency_preemption_timer(dur);
                 self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                self.latency_timer_deadline.set(Some(now + dur));
+                    .set(Some((timer, now + dur)));
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1960,13 +1944,13 @@ impl Reactor {
             }
         }
 
-        if let Some(timer) = kept_timer {
+        if kept_timer.is_some() {
             // Not handed to a sleep above (this turn has work, or did not sleep).
-            self.latency_preemption_timeout_src.set(Some(timer));
+            self.latency_preemption_timeout_src.set(kept_timer);
         } else if let Some(preempt) = preempt_timer() {
+            let timer = lat_ring.prepare_latency_preemption_timer(preempt);
             self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            self.latency_timer_deadline.set(Some(now + preempt));
+                .set(Some((timer, now + preempt)));
             flush_rings!(lat_ring, main_ring)?;
         }
 
