@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::chunked::ChunkedQueue;
 use super::in_flight::{InFlight, InFlightTable};
 use super::latency::{LatencyConfig, LatencyWindow};
 use super::message::{Message, MessageId};
-use super::settle::{self, YoungTail};
+use super::settle::SettlingQueue;
 use crate::storage::backlog::DiskBacklog;
 
 /// A connection anywhere in the process: the core it lives on and its process-wide ID.
@@ -143,9 +142,9 @@ pub struct Channel {
     pub paused: bool,
     /// Counters for `/stats`.
     pub counters: ChannelCounters,
-    queue: ChunkedQueue<Message>,
-    /// Which queued messages may still share a client's read buffer (see `settle`).
-    young: YoungTail,
+    /// Queued messages, with which of them may still share a client's read buffer (see
+    /// `settle`).
+    queue: SettlingQueue<Message>,
     in_flight: InFlightTable,
     deferred: BinaryHeap<Reverse<(Instant, u64)>>,
     deferred_msgs: FxHashMap<u64, Message>,
@@ -173,8 +172,7 @@ impl Channel {
             ephemeral: crate::protocol::names::is_ephemeral(name),
             paused: false,
             counters: ChannelCounters::default(),
-            queue: ChunkedQueue::new(),
-            young: YoungTail::default(),
+            queue: SettlingQueue::new(),
             in_flight: InFlightTable::default(),
             deferred: BinaryHeap::new(),
             deferred_msgs: FxHashMap::default(),
@@ -264,12 +262,10 @@ impl Channel {
         };
         if self.queue.len() < limit {
             self.queue.push_back(msg);
-            self.young.pushed();
         } else if let Some(disk) = &self.disk {
             disk.push(&msg);
         } else if !self.ephemeral || self.queue.len() < self.waiting_consumers() {
             self.queue.push_back(msg);
-            self.young.pushed();
         }
     }
 
@@ -277,7 +273,7 @@ impl Channel {
     /// own (see [`crate::broker::settle`]); `delivered_before` is this pass's time less
     /// [`crate::broker::settle::SETTLE_EVERY`].
     pub fn settle(&mut self, delivered_before: Instant) {
-        settle::settle_queue(&mut self.young, &mut self.queue);
+        self.queue.settle();
         self.in_flight.settle(delivered_before);
     }
 
@@ -296,7 +292,6 @@ impl Channel {
         for msg in self.queue.drain() {
             disk.push(&msg);
         }
-        self.young.shrunk_to(0);
         for f in self.in_flight.drain() {
             disk.push(&f.msg);
         }
@@ -495,7 +490,6 @@ impl Channel {
             let Some(mut msg) = self
                 .queue
                 .pop_front()
-                .inspect(|_| self.young.shrunk_to(self.queue.len()))
                 .or_else(|| self.disk.as_ref().and_then(DiskBacklog::pop))
             else {
                 break;
@@ -556,7 +550,6 @@ impl Channel {
     /// (nsqd's channel empty).
     pub fn empty(&mut self) {
         self.queue.clear();
-        self.young.shrunk_to(0);
         self.in_flight.drain().for_each(drop);
         self.deferred.clear();
         self.deferred_msgs.clear();

@@ -88,17 +88,75 @@ impl Queued for (Message, Option<std::time::Instant>) {
     }
 }
 
-/// One pass over a FIFO queue: detaches the bodies `tail` says are due, except those lying
-/// in dense runs ([`sparse`]) and those that have their own allocation already.
-pub fn settle_queue<T: Queued>(tail: &mut YoungTail, queue: &mut ChunkedQueue<T>) {
-    let due = tail.settle(queue.len());
-    if due.is_empty() {
-        return;
+/// A memory queue (a channel's, or a topic's backlog) that keeps its own [`YoungTail`]: every
+/// change goes through it, so the tail always matches the queue. Reading goes through
+/// `Deref` to the [`ChunkedQueue`].
+#[derive(Debug)]
+pub struct SettlingQueue<T> {
+    items: ChunkedQueue<T>,
+    young: YoungTail,
+}
+
+impl<T> Default for SettlingQueue<T> {
+    fn default() -> Self {
+        SettlingQueue {
+            items: ChunkedQueue::new(),
+            young: YoungTail::default(),
+        }
     }
-    let copy = sparse(queue.range(due.clone()).map(Queued::body));
-    for (item, copy) in queue.range_mut(due).zip(copy) {
-        if copy && let Some(msg) = item.detachable() {
-            msg.detach_body();
+}
+
+impl<T> std::ops::Deref for SettlingQueue<T> {
+    type Target = ChunkedQueue<T>;
+
+    fn deref(&self) -> &ChunkedQueue<T> {
+        &self.items
+    }
+}
+
+impl<T: Queued> SettlingQueue<T> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends at the back.
+    pub fn push_back(&mut self, item: T) {
+        self.items.push_back(item);
+        self.young.pushed();
+    }
+
+    /// Takes the oldest item.
+    pub fn pop_front(&mut self) -> Option<T> {
+        let item = self.items.pop_front();
+        self.young.shrunk_to(self.items.len());
+        item
+    }
+
+    /// Drops every item.
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.young.shrunk_to(0);
+    }
+
+    /// Takes every item, oldest first.
+    pub fn drain(&mut self) -> impl Iterator<Item = T> + use<T> {
+        self.young.shrunk_to(0);
+        self.items.drain()
+    }
+
+    /// One settle pass: detaches the bodies the tail says are due, except those lying in
+    /// dense runs ([`sparse`]) and those that have their own allocation already.
+    pub fn settle(&mut self) {
+        let due = self.young.settle(self.items.len());
+        if due.is_empty() {
+            return;
+        }
+        let copy = sparse(self.items.range(due.clone()).map(Queued::body));
+        for (item, copy) in self.items.range_mut(due).zip(copy) {
+            if copy && let Some(msg) = item.detachable() {
+                msg.detach_body();
+            }
         }
     }
 }

@@ -9,11 +9,10 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::channel::Channel;
-use super::chunked::ChunkedQueue;
 use super::guid::GuidFactory;
 use super::latency::LatencyConfig;
 use super::message::Message;
-use super::settle::{self, YoungTail};
+use super::settle::SettlingQueue;
 use crate::storage::backlog::{DiskBacklog, Registry};
 use crate::storage::diskqueue::queue_name;
 
@@ -61,9 +60,9 @@ pub struct Topic {
     /// Bumped whenever a channel is added or removed, so the core can tell its channel list
     /// changed without comparing names (see `Shard::announce_registrations`).
     channel_changes: u64,
-    backlog: ChunkedQueue<(Message, Option<Instant>)>,
-    /// Which backlog messages may still share a client's read buffer (see `settle`).
-    young: YoungTail,
+    /// Messages (and deferrals) waiting for a channel, with which of them may still share a
+    /// client's read buffer (see `settle`).
+    backlog: SettlingQueue<(Message, Option<Instant>)>,
     guid: GuidFactory,
     /// Overflow of the backlog (non-ephemeral topics with a data path).
     disk: Option<DiskBacklog>,
@@ -94,8 +93,7 @@ impl Topic {
             message_count: 0,
             message_bytes: 0,
             channel_changes: 0,
-            backlog: ChunkedQueue::new(),
-            young: YoungTail::default(),
+            backlog: SettlingQueue::new(),
             guid: GuidFactory::new(node_id),
             disk: own_disk.map(|r| r.open(&queue_name(name, None))),
             registry,
@@ -182,13 +180,11 @@ impl Topic {
                 // A deferred message waits in memory even with `--durable-ack`, as it does in
                 // a channel: a disk queue record has no room for its deferral.
                 self.backlog.push_back((msg, defer_until));
-                self.young.pushed();
             } else if let Some(disk) = &self.disk {
                 // Spilled deferred messages lose their deferral, as in nsqd.
                 disk.push(&msg);
             } else if !self.ephemeral {
                 self.backlog.push_back((msg, defer_until));
-                self.young.pushed();
             }
         }
         Ok(())
@@ -214,7 +210,6 @@ impl Topic {
         while let Some((msg, defer_until)) = self.backlog.pop_front() {
             self.fan_out(msg, defer_until, mem_queue_size);
         }
-        self.young.shrunk_to(0);
         while let Some(msg) = self.disk.as_ref().and_then(DiskBacklog::pop) {
             self.fan_out(msg, None, mem_queue_size);
         }
@@ -251,7 +246,7 @@ impl Topic {
     /// body of its own (see [`crate::broker::settle`]); `delivered_before` is this pass's
     /// time less [`crate::broker::settle::SETTLE_EVERY`].
     pub fn settle(&mut self, delivered_before: Instant) {
-        settle::settle_queue(&mut self.young, &mut self.backlog);
+        self.backlog.settle();
         for ch in self.channels.values_mut() {
             ch.settle(delivered_before);
         }
@@ -265,7 +260,6 @@ impl Topic {
     /// Drops the topic's own backlog (nsqd's topic empty).
     pub fn empty(&mut self) {
         self.backlog.clear();
-        self.young.shrunk_to(0);
         if let Some(disk) = &self.disk {
             disk.empty();
         }
@@ -278,7 +272,6 @@ impl Topic {
             for (msg, _) in self.backlog.drain() {
                 disk.push(&msg);
             }
-            self.young.shrunk_to(0);
         }
         for ch in self.channels.values_mut() {
             ch.flush_to_disk();
