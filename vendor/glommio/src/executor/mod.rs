@@ -1496,6 +1496,16 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
+                    } else if spin_before_park.is_zero() {
+                        // nsqd-uring patch: without spinning, park at once. `park` polls
+                        // the rings, timers and channels as `spin_poll_io` does and sleeps
+                        // only if none had anything, and it submits this turn's new SQEs
+                        // with its wait (one `io_uring_enter`; `spin_poll_io` submitted
+                        // them on their own first).
+                        this.parker
+                            .park()
+                            .expect("Failed to park! This is actually pretty bad!");
+                        pre_time = Instant::now();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {

@@ -304,6 +304,12 @@ impl Source {
         }
     }
 
+    /// Whether the operation was handed to a ring and its completion not consumed yet
+    /// (nsqd-uring patch: lets the reactor keep its ring-linking poll armed across sleeps).
+    pub(super) fn is_in_flight(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(super) fn raw(&self) -> RawFd {
         self.inner.borrow().raw
     }

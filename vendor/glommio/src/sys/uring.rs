@@ -1066,14 +1066,27 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
-        if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
-            let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
+    /// Sleeps until a completion arrives, with `link` polling the latency ring from this one.
+    ///
+    /// nsqd-uring patch: `link_armed` says `link` was submitted at an earlier sleep and has not
+    /// completed, so it still links the rings. And the SQEs this ring has staged (the turn's
+    /// readiness polls, see `Reactor::wait`) are submitted by the same `io_uring_enter` that
+    /// waits: upstream submitted them, then the link, then waited, three calls per sleep. The
+    /// kernel waits only once it has taken every SQE, so the sleep never starts unlinked.
+    fn sleep(&mut self, link: &Source, link_armed: bool) -> io::Result<usize> {
+        if !link_armed {
+            let mut sq = self.ring.sq();
+            let Some(mut sqe) = sq.prepare_sqe() else {
+                drop(sq);
+                // Can't link rings because we ran out of `SQE`s. Just can't sleep.
+                // Submit what we have, once we're out of here we'll consume them
+                // and at some point will be able to sleep again.
+                return self
+                    .submit_sqes()
+                    .or_else(Reactor::busy_ok)
+                    .or_else(Reactor::again_ok)
+                    .or_else(Reactor::intr_ok);
+            };
             let op = UringDescriptor {
                 fd: link.raw(),
                 flags: SubmissionFlags::empty(),
@@ -1090,41 +1103,38 @@ impl SleepableRing {
                 DmaBuffer::new,
                 &mut self.source_map.borrow_mut(),
             );
+        }
+        // If the kernel refuses the SQEs (EBUSY while its completion queue overflows), they
+        // stay queued, the link among them, and go with the next submission; nothing waits.
+        let submitted = self
+            .ring
+            .submit_sqes_and_wait(1)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)? as usize;
+        self.in_kernel += submitted;
+        Ok(submitted)
+    }
 
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
+    /// `can_sleep`, but with SQEs allowed in the submission ring: `sleep` submits them
+    /// (nsqd-uring patch).
+    fn can_sleep_with_staged(&self) -> bool {
+        self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
+    }
 
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+    /// Moves the queued submissions into the submission ring without entering the kernel,
+    /// unless the ring fills up (nsqd-uring patch, for `Reactor::wait`).
+    fn stage_submission_queue(&mut self) -> io::Result<usize> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        loop {
+            // `submit_one_event`: `Some(true)` staged a chain, `Some(false)` found the queue
+            // empty, `None` found the submission ring full.
+            match self.submit_one_event(&mut queue.submissions) {
+                Some(true) => {}
+                Some(false) => return Ok(0),
+                None => return self.submit_sqes(),
             }
-        } else {
-            // Can't link rings because we ran out of `CQE`s. Just can't sleep.
-            // Submit what we have, once we're out of here we'll consume them
-            // and at some point will be able to sleep again.
-            self.submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)
         }
     }
 }
@@ -1248,6 +1258,9 @@ pub(crate) struct Reactor {
     /// and when it fires. Whichever it is, it is kept across turns and sleeps while it fires
     /// no later than the timer the turn needs (see `wait`).
     latency_preemption_timeout_src: Cell<Option<(Source, Instant)>>,
+    /// The main ring's poll on the latency ring's fd, kept armed across sleeps (nsqd-uring
+    /// patch, see `link_rings_and_sleep`).
+    link_rings_src: Cell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1379,6 +1392,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            link_rings_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1751,15 +1765,29 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
+    ///
+    /// nsqd-uring patch: upstream submitted a new `POLL_ADD` on every sleep (an
+    /// `io_uring_enter` of its own) and never cancelled the previous one, so between two
+    /// latency-ring events the armed polls piled up and all completed together. The poll is now
+    /// kept while it has not completed: any latency-ring completion since it was armed fires it,
+    /// as it would a fresh one, and the sleep is a single wait.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let (link_rings, armed) = match self.link_rings_src.take() {
+            Some(armed) if armed.is_in_flight() => (armed, true),
+            _ => (
+                Source::new(
+                    IoRequirements::default(),
+                    self.link_fd,
+                    SourceType::LinkRings,
+                    None,
+                    None,
+                ),
+                false,
+            ),
+        };
+        let slept = ring.sleep(&link_rings, armed).or_else(Self::busy_ok);
+        self.link_rings_src.set(Some(link_rings));
+        slept.map(|_| {})
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1893,7 +1921,22 @@ impl Reactor {
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
         // ... which happens right here. If you ever reorder this code just
         // be careful about this dependency.
-        flush_rings!(lat_ring, poll_ring, main_ring)?;
+        //
+        // nsqd-uring patch: on a turn that may sleep, the main ring's new submissions are only
+        // staged; the sleep submits them with its wait, in one `io_uring_enter`. A submission
+        // that completes at once (a poll on a socket already readable) then ends that wait at
+        // once, as it would have stopped the sleep here. They are submitted below if the
+        // executor does not sleep after all.
+        if preempt_timer().is_none() && woke == 0 {
+            flush_rings!(lat_ring, poll_ring)?;
+            main_ring
+                .stage_submission_queue()
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?;
+        } else {
+            flush_rings!(lat_ring, poll_ring, main_ring)?;
+        }
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
         // nsqd-uring patch: the kept timer may have fired since it was looked at (its
@@ -1905,7 +1948,7 @@ impl Reactor {
         let should_sleep = preempt_timer().is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
-            && main_ring.can_sleep()
+            && main_ring.can_sleep_with_staged()
             && lat_ring.can_sleep();
 
         if should_sleep {
@@ -1942,6 +1985,10 @@ impl Reactor {
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
             }
+        }
+        // Submissions staged for a sleep that did not happen (nsqd-uring patch, see above).
+        if main_ring.waiting_kernel_submission() > 0 {
+            flush_rings!(main_ring)?;
         }
 
         if kept_timer.is_some() {
