@@ -1567,3 +1567,51 @@ fn start_removes_temporaries_an_interrupted_stop_left() {
     );
     stop(&mut b);
 }
+
+/// A second SIGTERM/SIGINT while the shutdown writes memory to disk is ignored, as nsqd ignores
+/// it: every message is still written and the broker exits 0. (It used to exit 1 at once and
+/// lose what was not written yet, so a supervisor or shell that signals twice lost messages.)
+#[test]
+fn a_second_stop_signal_does_not_cut_the_write_to_disk_short() {
+    // 100 MB to write at the stop (20 channels × 5,000 × 1 KiB, 5 MB published), so the
+    // shutdown is still writing when the second signal is looked at.
+    const CHANNELS: usize = 20;
+    const MESSAGES: usize = 5_000;
+    let dir = temp_dir();
+    let flag = data_flag(&dir);
+    let mut b = Broker::start(&[flag.as_str(), "--cores=2"]);
+    let topic = unique("twice");
+    assert_eq!(http_post(&b, &format!("/topic/create?topic={topic}")), 200);
+    for i in 0..CHANNELS {
+        let path = format!("/channel/create?topic={topic}&channel=c{i}");
+        assert_eq!(http_post(&b, &path), 200, "{path}");
+    }
+    let bodies: Vec<Vec<u8>> = (0..MESSAGES)
+        .map(|i| format!("{i:05}").repeat(205).into_bytes())
+        .collect();
+    mpub_all(&mut b.client(), &topic, &bodies);
+
+    let pid = nix::unistd::Pid::from_raw(b.pid() as i32);
+    // Both stay pending until the broker takes them: one starts the stop, the other comes
+    // while it writes.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    stop(&mut b);
+    assert!(
+        b.log().contains("while stopping; still writing"),
+        "the second signal was not seen during the stop:\n{}",
+        b.log()
+    );
+    drop(b);
+
+    let b = Broker::start(&[flag.as_str(), "--cores=2"]);
+    let stats = stats_json(&b);
+    let depths: Vec<i64> = stats["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["topic_name"] == topic.as_str())
+        .flat_map(|t| t["channels"].as_array().unwrap().clone())
+        .map(|c| c["depth"].as_i64().unwrap())
+        .collect();
+    assert_eq!(depths, vec![MESSAGES as i64; CHANNELS], "{}", b.log());
+}

@@ -29,8 +29,8 @@ const MESH_CAPACITY: usize = 1024;
 const IO_MEMORY: usize = 1 << 20;
 /// How long executors may take to start before nsqd gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often a shutdown still writing to disk says so. It is never cut short by a timer (as
-/// nsqd's is not): that would lose what is not written yet. A second stop signal does.
+/// How often a shutdown still writing to disk says so. It is never cut short, by a timer or by
+/// another SIGTERM/SIGINT (nsqd's is not either): that would lose what is not written yet.
 const STOP_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// What the runtime needs from the command line.
@@ -169,7 +169,7 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
     }
     tracing::info!("nsqd-uring: serving on {nr} core(s) {:?}", &cpus[..nr]);
     let outcome = supervise(&shutdown, &threads);
-    let forced = wait_for_shards(&threads);
+    wait_for_shards(&threads);
     if let Some(dir) = &data_path {
         let mut topics = Vec::new();
         let mut stopped = 0;
@@ -187,29 +187,25 @@ pub fn run(config: RuntimeConfig) -> Result<(), String> {
             );
         }
     }
-    match forced {
-        Some(sig) => Err(format!(
-            "stopped by a second signal {sig} before every core had written its messages to disk"
-        )),
-        None => outcome,
-    }
+    outcome
 }
 
 /// Waits for every shard thread to finish its shutdown (closing clients, then writing memory
-/// to disk), with a log line every [`STOP_PROGRESS_EVERY`] while it lasts. Returns the
-/// signal if a second SIGTERM/SIGINT cut it short.
-fn wait_for_shards(threads: &[JoinHandle<()>]) -> Option<nix::sys::signal::Signal> {
+/// to disk), with a log line every [`STOP_PROGRESS_EVERY`] while it lasts. Another SIGTERM or
+/// SIGINT meanwhile is logged and otherwise ignored, as nsqd ignores it: a supervisor or a
+/// shell that signals twice must not lose the messages still being written (SIGKILL remains
+/// for an operator who chooses that).
+fn wait_for_shards(threads: &[JoinHandle<()>]) {
     let mut next_report = Instant::now() + STOP_PROGRESS_EVERY;
     loop {
         let running = threads.iter().filter(|t| !t.is_finished()).count();
         if running == 0 {
-            return None;
+            return;
         }
         if let Some(sig) = signals::wait_for_stop(Duration::from_millis(10)) {
-            tracing::error!(
-                "nsqd: received signal {sig} again, exiting without waiting for {running} core(s) still writing to disk"
+            tracing::warn!(
+                "nsqd: received signal {sig} while stopping; still writing {running} core(s)' messages to disk (SIGKILL stops at once and loses them)"
             );
-            return Some(sig);
         }
         if Instant::now() >= next_report {
             tracing::info!("nsqd: waiting for {running} core(s) to finish writing to disk");
