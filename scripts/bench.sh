@@ -407,9 +407,12 @@ create_channel() {
 # then a 1 s bench_reader on it, then the topic is deleted (the reader takes about half of
 # what the writer wrote). So a broker's memory stays at one round's and is reused from round
 # to round, where growing by a gigabyte a round into memory the guest had not touched cost
-# either broker several times the CPU per message, and a slow minute hits every broker alike. Each row is the round with the median rate: a single 1 s
-# run of either broker moved by up to 3x between runs.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# either broker several times the CPU per message, and a slow minute hits every broker alike.
+# Each row's rate is the round with the median rate (a single 1 s run of either broker moved by
+# up to 3x between runs); its CPU per message is the broker's CPU time over every round divided
+# by every round's messages, read with `nsq-bench cpu-time` (nanoseconds, where
+# `/proc/<pid>/stat` counts 10 ms ticks: 2 % of a round of ours).
+cpu_ns() { "$BENCH" cpu-time --pid "$1" 2>/dev/null || echo 0; }
 nsq_tools() {
     local cores="$1" secs=1 reps rep i tool topic out rate before after
     reps="${NSQ_TOOL_REPS:-$([ "$QUICK" = 1 ] && echo 1 || echo 5)}"
@@ -424,11 +427,11 @@ nsq_tools() {
             # whole backlog (1.9M messages from a fast writer) into the channel.
             create_channel "${GROUP_ADDRS[$i]}" "$topic" ch
             for tool in bench_writer bench_reader; do
-                before="$(cpu_ticks "${GROUP_PIDS[$i]}")"
+                before="$(cpu_ns "${GROUP_PIDS[$i]}")"
                 out="$(taskset -c "$(client_cpus "$cores")" "$TOOLS/$tool" \
                     --nsqd-tcp-address "${GROUP_ADDRS[$i]}" \
                     --topic "$topic" --runfor "${secs}s" --size 200 2>&1 | tail -1)" || true
-                after="$(cpu_ticks "${GROUP_PIDS[$i]}")"
+                after="$(cpu_ns "${GROUP_PIDS[$i]}")"
                 rate="$(echo "$out" | grep -o '[0-9.]*ops/s' | sed 's/ops.s//')" || true
                 if [ -z "$rate" ]; then
                     say "  $tool failed against ${LABELS[$i]}: $out"
@@ -445,16 +448,17 @@ nsq_tools() {
         done
     done
 }
-# nsq_tool_row LABEL CORES TOOL SECS RUNS: the CSV row and log line of the median of RUNS
-# ("rate ticks" lines).
+# nsq_tool_row LABEL CORES TOOL SECS RUNS: the CSV row and log line of RUNS ("rate cpu_ns"
+# lines): the median rate, and CPU per message over all of them.
 nsq_tool_row() {
     local label="$1" cores="$2" tool="$3" secs="$4" count rate ticks cpu mode=pub
     [ -n "$5" ] || return 0
     count="$(printf '%s' "$5" | grep -c .)"
     # The median run by rate (the lower middle for an even count).
-    read -r rate ticks < <(printf '%s' "$5" | sort -g | sed -n "$(((count + 1) / 2))p")
-    cpu="$(awk -v t="$ticks" -v r="$rate" -v s="$secs" \
-        'BEGIN { if (r > 0) printf "%.3f", t * 1e7 / (r * s) }')"
+    read -r rate _ < <(printf '%s' "$5" | sort -g | sed -n "$(((count + 1) / 2))p")
+    # The mean CPU of a round in ticks (the CSV's broker_cpu_s below), and CPU per message.
+    read -r ticks cpu < <(printf '%s' "$5" | awk -v s="$secs" -v n="$count" \
+        '{ ns += $2; msgs += $1 * s } END { printf "%.6f %.3f\n", ns / n / 1e7, (msgs > 0 ? ns / msgs : 0) }')
     [ "$tool" = bench_reader ] && mode=sub
     # label,tag,mode,size,batch,connections,cores,topics,rate,pipeline,raw_reply,duration_s,
     # messages,msgs_per_s,mb_per_s,offered_per_s,p50..max(6),broker_cpu_s,cpu_ns_per_msg,...

@@ -50,6 +50,10 @@ pub enum Command {
     /// Print a topic name that nsqd-uring with --cores N places on core --core, so a run can
     /// choose where its topic lives instead of leaving it to the name's hash.
     TopicOnCore(TopicOnCoreArgs),
+    /// Print the CPU time process --pid has used so far, in nanoseconds, so scripts can time a
+    /// broker under another load tool as precisely as nsq-bench times it (`/proc/<pid>/stat`
+    /// counts 10 ms ticks).
+    CpuTime(CpuTimeArgs),
 }
 
 /// What the raw echo server sends back.
@@ -175,6 +179,14 @@ pub struct TopicOnCoreArgs {
     /// The broker's --cores.
     #[arg(long)]
     pub cores: usize,
+}
+
+/// Options of the `cpu-time` subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct CpuTimeArgs {
+    /// The process to read.
+    #[arg(long)]
+    pub pid: i32,
 }
 
 /// Which load mode is running (for checks that differ by mode).
@@ -332,7 +344,9 @@ mod tests {
             | Command::Raw(a)
             | Command::Idle(a)
             | Command::RawServer(a) => a,
-            Command::Plot(_) | Command::TopicOnCore(_) => panic!("not a load run"),
+            Command::Plot(_) | Command::TopicOnCore(_) | Command::CpuTime(_) => {
+                panic!("not a load run")
+            }
         }
     }
 
@@ -468,5 +482,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn cpu_time_needs_a_pid() {
+        match parse(&["cpu-time", "--pid", "42"]).unwrap().command {
+            Command::CpuTime(c) => assert_eq!(c.pid, 42),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["cpu-time"]).is_err());
+        assert!(parse(&["cpu-time", "--pid", "x"]).is_err());
     }
 }

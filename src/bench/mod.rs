@@ -37,6 +37,12 @@ pub fn main(cli: Cli) -> Result<(), String> {
             println!("{}", topic_on_core(&t)?);
             return Ok(());
         }
+        Command::CpuTime(c) => {
+            let used = proc_stat::cpu_time(c.pid)
+                .ok_or_else(|| format!("cannot read the CPU time of process {}", c.pid))?;
+            println!("{}", used.as_nanos());
+            return Ok(());
+        }
         Command::Pub(a) => (Mode::Pub, a),
         Command::Sub(a) => (Mode::Sub, a),
         Command::Pubsub(a) => (Mode::Pubsub, a),
