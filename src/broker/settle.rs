@@ -33,28 +33,36 @@ const RUN_GAP: usize = 1024;
 /// 64 KiB each).
 pub const DENSE_RUN_BYTES: usize = 16 * 1024;
 
-/// For consecutive queued bodies, whether each should get its own copy: every body but those
-/// in a run of bodies adjacent in memory (each starting at most [`RUN_GAP`] after the end of
-/// the one before) that holds [`DENSE_RUN_BYTES`] or more.
-pub fn sparse<'a>(bodies: impl Iterator<Item = &'a Bytes>) -> Vec<bool> {
-    let mut out = Vec::new();
-    let (mut run_start, mut run_bytes, mut prev_end) = (0, 0, None::<usize>);
-    let close_run = |out: &mut Vec<bool>, start: usize, bytes: usize| {
-        let dense = bytes >= DENSE_RUN_BYTES;
-        out[start..].iter_mut().for_each(|copy| *copy = !dense);
+/// For consecutive queued bodies, the positions of those that should get their own copy, as
+/// ranges in order (neighbouring ones merged): every body but those in a run of bodies
+/// adjacent in memory (each starting at most [`RUN_GAP`] after the end of the one before)
+/// that holds [`DENSE_RUN_BYTES`] or more. A backlog read in bulk is one dense run per read
+/// buffer, so this stays short where the queue is long (a flag per body cost a pass over
+/// millions of them and an allocation as large).
+pub fn sparse<'a>(bodies: impl Iterator<Item = &'a Bytes>) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::new();
+    let close_run = |out: &mut Vec<Range<usize>>, run: Range<usize>, bytes: usize| {
+        if run.is_empty() || bytes >= DENSE_RUN_BYTES {
+            return;
+        }
+        match out.last_mut() {
+            Some(last) if last.end == run.start => last.end = run.end,
+            _ => out.push(run),
+        }
     };
+    let (mut run_start, mut run_bytes, mut prev_end, mut count) = (0, 0, None::<usize>, 0);
     for body in bodies {
         let start = body.as_ptr() as usize;
         let adjacent = prev_end.is_some_and(|end| start >= end && start - end <= RUN_GAP);
         if !adjacent {
-            close_run(&mut out, run_start, run_bytes);
-            (run_start, run_bytes) = (out.len(), 0);
+            close_run(&mut out, run_start..count, run_bytes);
+            (run_start, run_bytes) = (count, 0);
         }
-        out.push(true);
+        count += 1;
         run_bytes += body.len();
         prev_end = Some(start + body.len());
     }
-    close_run(&mut out, run_start, run_bytes);
+    close_run(&mut out, run_start..count, run_bytes);
     out
 }
 
@@ -152,10 +160,12 @@ impl<T: Queued> SettlingQueue<T> {
         if due.is_empty() {
             return;
         }
-        let copy = sparse(self.items.range(due.clone()).map(Queued::body));
-        for (item, copy) in self.items.range_mut(due).zip(copy) {
-            if copy && let Some(msg) = item.detachable() {
-                msg.detach_body();
+        for copy in sparse(self.items.range(due.clone()).map(Queued::body)) {
+            let at = due.start + copy.start..due.start + copy.end;
+            for item in self.items.range_mut(at) {
+                if let Some(msg) = item.detachable() {
+                    msg.detach_body();
+                }
             }
         }
     }
@@ -265,16 +275,24 @@ mod tests {
             bodies.push(block.slice(at..at + 1000));
             at += 1030;
         }
-        let copy = sparse(bodies.iter());
-        assert!(copy[..200].iter().all(|c| !c), "the MPUB stays");
-        assert!(
-            copy[200..212].iter().all(|c| *c),
-            "stragglers and a short run"
+        // The MPUB and 20 KiB of PUBs stay; the stragglers and a short run are copied.
+        assert_eq!(
+            sparse(bodies.iter()),
+            vec![Range {
+                start: 200,
+                end: 212
+            }]
         );
-        assert!(copy[212..].iter().all(|c| !c), "20 KiB of PUBs stay");
-        // A far gap splits a run.
+        // A far gap splits a run; the two short runs are copied, as one range.
         let split = [block.slice(0..10_000), block.slice(12_000..22_000)];
-        assert_eq!(sparse(split.iter()), [true, true]);
+        assert_eq!(sparse(split.iter()), vec![Range { start: 0, end: 2 }]);
+        // Short runs between dense ones stay apart.
+        let mixed = [
+            block.slice(0..100),
+            block.slice(30_000..50_000),
+            block.slice(60_000..60_100),
+        ];
+        assert_eq!(sparse(mixed.iter()), [0..1, 2..3]);
         assert!(sparse(std::iter::empty()).is_empty());
     }
 
