@@ -451,21 +451,21 @@ nsq_tools() {
 # nsq_tool_row LABEL CORES TOOL SECS RUNS: the CSV row and log line of RUNS ("rate cpu_ns"
 # lines): the median rate, and CPU per message over all of them.
 nsq_tool_row() {
-    local label="$1" cores="$2" tool="$3" secs="$4" count rate ticks cpu mode=pub
+    local label="$1" cores="$2" tool="$3" secs="$4" count rate cpu_s cpu mode=pub
     [ -n "$5" ] || return 0
     count="$(printf '%s' "$5" | grep -c .)"
     # The median run by rate (the lower middle for an even count).
     read -r rate _ < <(printf '%s' "$5" | sort -g | sed -n "$(((count + 1) / 2))p")
-    # The mean CPU of a round in ticks (the CSV's broker_cpu_s below), and CPU per message.
-    read -r ticks cpu < <(printf '%s' "$5" | awk -v s="$secs" -v n="$count" \
-        '{ ns += $2; msgs += $1 * s } END { printf "%.6f %.3f\n", ns / n / 1e7, (msgs > 0 ? ns / msgs : 0) }')
+    # The mean CPU of a round in seconds (the CSV's broker_cpu_s), and CPU per message.
+    read -r cpu_s cpu < <(printf '%s' "$5" | awk -v s="$secs" -v n="$count" \
+        '{ ns += $2; msgs += $1 * s } END { printf "%.3f %.3f\n", ns / n / 1e9, (msgs > 0 ? ns / msgs : 0) }')
     [ "$tool" = bench_reader ] && mode=sub
     # label,tag,mode,size,batch,connections,cores,topics,rate,pipeline,raw_reply,duration_s,
     # messages,msgs_per_s,mb_per_s,offered_per_s,p50..max(6),broker_cpu_s,cpu_ns_per_msg,...
     printf '%s,nsqtools,%s,200,200,1,%s,1,0,1,,%s,%.0f,%.0f,%.2f,%.0f,,,,,,,%.3f,%s,,,,0,0\n' \
         "$label" "$mode" "$cores" "$secs" "$(awk -v r="$rate" -v s="$secs" 'BEGIN{print r*s}')" \
         "$rate" "$(awk -v r="$rate" 'BEGIN{print r*200/1e6}')" "$rate" \
-        "$(awk -v t="$ticks" 'BEGIN{print t/100}')" "$cpu" >>"$CSV"
+        "$cpu_s" "$cpu" >>"$CSV"
     say "  $(printf '%-11s %-8s %-6s' "$label" nsqtools "$tool") -> ${rate%.*} msg/s (median of $count: $(printf '%s' "$5" | awk '{ printf "%d ", $1 }'))"
 }
 

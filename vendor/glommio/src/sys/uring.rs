@@ -1123,19 +1123,12 @@ impl SleepableRing {
     }
 
     /// Moves the queued submissions into the submission ring without entering the kernel,
-    /// unless the ring fills up (nsqd-uring patch, for `Reactor::wait`).
+    /// unless the ring fills up (nsqd-uring patch, for `Reactor::wait`): what
+    /// `consume_submission_queue` does short of its final submission.
     fn stage_submission_queue(&mut self) -> io::Result<usize> {
         let q = self.submission_queue();
         let mut queue = q.borrow_mut();
-        loop {
-            // `submit_one_event`: `Some(true)` staged a chain, `Some(false)` found the queue
-            // empty, `None` found the submission ring full.
-            match self.submit_one_event(&mut queue.submissions) {
-                Some(true) => {}
-                Some(false) => return Ok(0),
-                None => return self.submit_sqes(),
-            }
-        }
+        self.consume_sqe_queue(&mut queue.submissions, false)
     }
 }
 
