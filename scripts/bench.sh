@@ -84,6 +84,7 @@ TMP="$(mktemp -d "${TMPDIR:-/tmp}/nsq-bench.XXXXXX")"
 BROKER_PID=""
 BROKER_ADDR=""
 BROKER_HTTP=""
+RAW_PID=""
 
 stop_broker() {
     [ -n "$BROKER_PID" ] || return 0
@@ -102,6 +103,8 @@ cleanup() {
         BROKER_PID="$pid"
         stop_broker
     done
+    stop_broker
+    BROKER_PID="$RAW_PID"
     stop_broker
     rm -rf "$TMP"
 }
@@ -314,6 +317,26 @@ sweep_and_scale() {
     each "$cores" scale "$mode" --topic "s$RUN$suffix" --batch 100 --topics 16
 }
 
+# latency_levels: the open-loop latency rows (x1, inside the consume group). Each level runs
+# against every broker, then against a raw echo server on the broker's CPU: the same generator
+# and schedule with no broker in the path, the floor this machine puts under any broker's
+# latency at that rate.
+latency_levels() {
+    local level rate raw_addr
+    start_raw_server 1 --raw-reply echo
+    RAW_PID="$BROKER_PID" raw_addr="$BROKER_ADDR"
+    BROKER_PID=""
+    for level in "${LAT_LEVELS[@]}"; do
+        rate=$((LAT_MAX * level / 100))
+        [ "$rate" -gt 0 ] || rate=1000
+        each 1 "lat$level" latency --topic "lat$RUN" --rate "$rate" --output-buffer-timeout -1
+        BROKER_PID="$RAW_PID" BROKER_ADDR="$raw_addr"
+        bench raw 1 "lat$level" raw --rate "$rate" --raw-reply echo
+    done
+    stop_broker
+    RAW_PID=""
+}
+
 run_matrix() {
     local cores size batch level
     for cores in "${CORES[@]}"; do
@@ -336,13 +359,7 @@ run_matrix() {
             done
         done
         sweep_and_scale "$cores" pubsub ""
-        if [ "$cores" = 1 ]; then
-            for level in "${LAT_LEVELS[@]}"; do
-                local rate=$((LAT_MAX * level / 100))
-                [ "$rate" -gt 0 ] || rate=1000
-                each 1 "lat$level" latency --topic "lat$RUN" --rate "$rate" --output-buffer-timeout -1
-            done
-        fi
+        [ "$cores" = 1 ] && latency_levels
         stop_group
 
         if [ -n "$TOOLS" ] && [ -x "$TOOLS/bench_writer" ] && [ -x "$TOOLS/bench_reader" ]; then

@@ -43,15 +43,28 @@ fn quick_bench_writes_csv_summary_and_plots() {
     );
     let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv written");
     let mut lines = csv.lines();
-    assert!(lines.next().unwrap_or("").starts_with("label,tag,mode,"));
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    assert_eq!(header[..3], ["label", "tag", "mode"]);
     let rows: Vec<&str> = lines.collect();
+    // The latency level's raw echo floor: same rate, every message back, percentiles measured.
+    let floor: Vec<&str> = rows
+        .iter()
+        .find(|r| r.starts_with("raw,lat50,raw,"))
+        .unwrap_or_else(|| panic!("no raw latency floor row in:\n{csv}\n{log}"))
+        .split(',')
+        .collect();
+    let col = |name: &str| floor[header.iter().position(|h| *h == name).expect(name)];
+    assert!(col("p50_us").parse::<f64>().is_ok_and(|p| p > 0.0), "{csv}");
+    assert!(col("messages").parse::<u64>().is_ok_and(|n| n > 0), "{csv}");
+    assert_eq!(col("unreceived"), "0", "{csv}");
     for mode in [",raw,", ",pub,", ",sub,", ",pubsub,", ",latency,"] {
         assert!(
             rows.iter().any(|r| r.contains(mode)),
             "no {mode} row in:\n{csv}\n{log}"
         );
     }
-    assert!(out.join("summary.md").exists(), "{log}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap_or_default();
+    assert!(summary.contains("raw p99 |"), "{summary}\n{log}");
     assert!(out.join("throughput_pub.svg").exists(), "{log}");
     let _ = std::fs::remove_dir_all(&out);
 }

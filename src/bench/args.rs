@@ -38,7 +38,8 @@ pub enum Command {
     Pubsub(LoadArgs),
     /// Open loop at a fixed --rate: latency from each message's intended send time.
     Latency(LoadArgs),
-    /// Framed loopback echo between two glommio sockets: the machine's ceiling, no broker.
+    /// Framed loopback echo between two glommio sockets: the machine's ceiling, no broker (with
+    /// --rate, open loop: the latency floor).
     Raw(LoadArgs),
     /// Hold --connections idle connections; with --broker-pid, the broker's RSS per connection.
     Idle(LoadArgs),
@@ -105,7 +106,8 @@ pub struct LoadArgs {
     /// Load before measuring (not counted).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// latency: offered messages per second (all connections together); pub: a cap (0 = none).
+    /// latency, raw echo: offered messages per second (all connections together, open loop);
+    /// pub: a cap (0 = none).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// RDY per consuming connection.
@@ -270,6 +272,16 @@ impl LoadArgs {
                 "pubsub needs --size of at least 8 (the send time is in the body)",
             ),
             Mode::Sub => check(self.count > 0, "sub needs --count (messages to preload)"),
+            Mode::Raw if self.rate > 0 => {
+                check(
+                    self.raw_reply == RawReply::Echo,
+                    "raw --rate (open loop) needs --raw-reply echo",
+                )?;
+                check(
+                    self.size >= TIMESTAMP_BYTES,
+                    "raw --rate needs --size of at least 8 (the send time is in the body)",
+                )
+            }
             _ => Ok(()),
         }
     }
@@ -426,6 +438,12 @@ mod tests {
         assert!(a.validate(Mode::Latency).unwrap_err().contains("--size"));
         assert!(load(&["sub"]).validate(Mode::Sub).is_err());
         assert!(load(&["sub", "--count", "10"]).validate(Mode::Sub).is_ok());
+        let open_ack = load(&["raw", "--rate", "10", "--raw-reply", "ack"]);
+        assert!(open_ack.validate(Mode::Raw).unwrap_err().contains("echo"));
+        let short = load(&["raw", "--rate", "10", "--size", "4"]);
+        assert!(short.validate(Mode::Raw).unwrap_err().contains("--size"));
+        assert!(load(&["raw", "--rate", "10"]).validate(Mode::Raw).is_ok());
+        assert!(load(&["raw", "--size", "4"]).validate(Mode::Raw).is_ok());
         assert!(load(&["pub", "--size", "0"]).validate(Mode::Pub).is_err());
         assert!(load(&["pub", "--batch", "0"]).validate(Mode::Pub).is_err());
         assert!(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use super::args::PlotArgs;
-use super::results::{RAW_LABEL, Row, labels, raw_for, read_csv};
+use super::results::{RAW_LABEL, Row, is_open_loop, labels, raw_for, read_csv};
 use super::summary;
 
 /// Chart size in pixels: wide enough for 16 unrotated category labels.
@@ -254,7 +254,11 @@ fn draw_latency(path: &Path, rows: &[Row]) -> Result<(), String> {
         ("p9999_us", "p99.99"),
         ("max_us", "max"),
     ];
-    let runs: Vec<&Row> = rows.iter().filter(|r| r.get("mode") == "latency").collect();
+    // The broker runs, and the raw echo at the same rates (the machine's floor).
+    let runs: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.get("mode") == "latency" || (r.get("mode") == "raw" && is_open_loop(r)))
+        .collect();
     let ymax = runs
         .iter()
         .flat_map(|r| COLS.iter().filter_map(|(c, _)| r.num(c)))
@@ -295,9 +299,12 @@ fn draw_latency(path: &Path, rows: &[Row]) -> Result<(), String> {
     for r in &runs {
         let level = levels.iter().position(|l| *l == r.get("tag")).unwrap_or(0);
         let color = PALETTE[level % PALETTE.len()];
-        // One colour per load level; the broker under test drawn thick, the other thin.
+        // One colour per load level; the broker under test drawn thick, the other thin, the
+        // raw floor faint.
         let style = if r.get("label") == first_label {
             color.stroke_width(3)
+        } else if r.get("label") == RAW_LABEL {
+            color.mix(0.4).stroke_width(2)
         } else {
             color.stroke_width(1)
         };

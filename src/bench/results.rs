@@ -104,6 +104,7 @@ pub fn raw_for<'a>(rows: &'a [Row], row: &Row) -> Option<&'a Row> {
     let same = |r: &&Row| {
         r.get("mode") == "raw"
             && r.get("raw_reply") == reply
+            && !is_open_loop(r)
             && ["size", "cores"].iter().all(|c| r.get(c) == row.get(c))
     };
     let exact = rows.iter().filter(same).find(|r| {
@@ -115,6 +116,24 @@ pub fn raw_for<'a>(rows: &'a [Row], row: &Row) -> Option<&'a Row> {
         rows.iter()
             .filter(same)
             .find(|r| r.get("batch") == row.get("batch"))
+    })
+}
+
+/// Whether a row ran at a fixed offered rate (latency, or the raw echo's latency floor) rather
+/// than as fast as answered.
+pub fn is_open_loop(row: &Row) -> bool {
+    row.num("rate").is_some_and(|r| r > 0.0)
+}
+
+/// The raw echo run at the same offered rate as latency row `row` (same tag, rate and cores):
+/// the open-loop latency this machine gives with no broker in the path.
+pub fn latency_floor_for<'a>(rows: &'a [Row], row: &Row) -> Option<&'a Row> {
+    rows.iter().find(|r| {
+        r.get("mode") == "raw"
+            && is_open_loop(r)
+            && ["tag", "rate", "cores"]
+                .iter()
+                .all(|c| r.get(c) == row.get(c))
     })
 }
 
@@ -150,6 +169,7 @@ mod tests {
     use super::*;
 
     const CSV: &str = "label,tag,mode,size,batch,connections,cores,topics,rate,raw_reply,msgs_per_s,mb_per_s\n\
+        raw,lat50,raw,200,100,16,1,1,5000,echo,5000,1\n\
         ours,tp,pub,200,100,16,1,1,0,,900,180\n\
         nsqd,tp,pub,200,100,16,1,1,0,,300,60\n\
         raw,raw,raw,200,100,16,1,1,0,ack,1000,200\n\
@@ -159,18 +179,36 @@ mod tests {
     #[test]
     fn rows_pair_with_the_other_broker_and_the_right_raw_shape() {
         let rows = parse_csv(CSV);
-        assert_eq!(rows.len(), 5);
-        assert_eq!(labels(&rows), vec!["ours", "nsqd", "raw"]);
-        let ours = &rows[0];
+        assert_eq!(rows.len(), 6);
+        assert_eq!(labels(&rows), vec!["raw", "ours", "nsqd"]);
+        let ours = &rows[1];
         let other = same_load(&rows, ours, "nsqd").unwrap();
         assert_eq!(
             ratio(ours.num("msgs_per_s"), other.num("msgs_per_s")),
             Some(3.0)
         );
         assert_eq!(raw_for(&rows, ours).unwrap().get("raw_reply"), "ack");
-        assert_eq!(raw_for(&rows, &rows[4]).unwrap().get("raw_reply"), "echo");
-        assert!(same_load(&rows, &rows[4], "nsqd").is_none());
+        // The open-loop echo row comes first and has the same shape, but is no ceiling.
+        assert_eq!(raw_for(&rows, &rows[5]).unwrap().get("msgs_per_s"), "700");
+        assert!(same_load(&rows, &rows[5], "nsqd").is_none());
         assert_eq!(ours.describe(), "pub 200B MPUB100 c16 x1");
+    }
+
+    #[test]
+    fn a_latency_row_pairs_with_the_raw_echo_at_its_rate() {
+        let rows = parse_csv(
+            "label,tag,mode,size,batch,connections,cores,rate,raw_reply,p99_us\n\
+             ours,lat50,latency,200,1,16,1,5000,,90\n\
+             raw,lat25,raw,200,1,16,1,2500,echo,70\n\
+             raw,lat50,raw,200,1,16,1,5000,echo,80\n\
+             raw,raw,raw,200,1,16,1,0,echo,300\n",
+        );
+        assert_eq!(
+            latency_floor_for(&rows, &rows[0]).unwrap().get("p99_us"),
+            "80"
+        );
+        let elsewhere = parse_csv("label,tag,mode,cores,rate\nours,lat50,latency,1,9\n");
+        assert!(latency_floor_for(&rows, &elsewhere[0]).is_none());
     }
 
     #[test]

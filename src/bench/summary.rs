@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::results::{RAW_LABEL, Row, labels, ratio, raw_for, same_load};
+use super::results::{RAW_LABEL, Row, labels, latency_floor_for, ratio, raw_for, same_load};
 
 fn cell(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}"))
@@ -87,14 +87,20 @@ fn latency(out: &mut String, rows: &[Row], ours: &str, other: Option<&str>) {
     let o = other.unwrap_or("other");
     let _ = writeln!(
         out,
-        "## Latency (open loop, µs from intended send time)\n\n| run | p50 | p90 | p99 | p99.9 | p99.99 | max | {o} p50 | {o} p99 | {o} p99.9 | p99 ÷ {o} |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "## Latency (open loop, µs from intended send time)\n\n\
+         `raw` is the same generator and schedule against a raw echo server on the broker's CPU:\n\
+         the floor this machine puts under any broker at that rate.\n\n\
+         | run | p50 | p90 | p99 | p99.9 | p99.99 | max | {o} p50 | {o} p99 | {o} p99.9 | p99 ÷ {o} | raw p50 | raw p99 | raw p99.9 |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in runs {
         let theirs = other.and_then(|l| same_load(rows, r, l));
         let t = |c: &str| theirs.and_then(|t| t.num(c));
+        let floor = latency_floor_for(rows, r);
+        let f = |c: &str| floor.and_then(|f| f.num(c));
         let _ = writeln!(
             out,
-            "| {} [{}] | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} [{}] | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.describe(),
             r.get("tag"),
             cell(r.num("p50_us"), 0),
@@ -107,6 +113,9 @@ fn latency(out: &mut String, rows: &[Row], ours: &str, other: Option<&str>) {
             cell(t("p99_us"), 0),
             cell(t("p999_us"), 0),
             cell(ratio(r.num("p99_us"), t("p99_us")), 2),
+            cell(f("p50_us"), 0),
+            cell(f("p99_us"), 0),
+            cell(f("p999_us"), 0),
         );
     }
     out.push('\n');
@@ -209,6 +218,7 @@ mod tests {
              raw,raw,raw,200,100,16,1,1,0,ack,1000000,200,,\n\
              us,lat50,latency,200,1,16,1,1,1000,,1000,0.2,,100\n\
              them,lat50,latency,200,1,16,1,1,1000,,1000,0.2,,400\n\
+             raw,lat50,raw,200,1,16,1,1,1000,echo,1000,0.2,,70\n\
              us,scale,pub,200,100,16,1,16,0,,1,1,100,\n\
              us,scale,pub,200,100,16,2,16,0,,1,1,110,\n",
         );
@@ -217,7 +227,7 @@ mod tests {
             md.contains("| 900k | 180.0 | 0.90 | 300k | 3.00 | 300 | 900 | 0.33 |"),
             "{md}"
         );
-        assert!(md.contains("| 0.25 |"), "{md}");
+        assert!(md.contains("| 0.25 | – | 70 | – |"), "{md}");
         assert!(md.contains("| 100 | 110 | 1.10 |"), "{md}");
         assert!(md.contains("## Raw baseline"));
     }

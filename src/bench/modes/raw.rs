@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -21,6 +22,7 @@ use crate::bench::client::{self, Conn};
 use crate::bench::histogram::Latencies;
 use crate::bench::read_buf::ReadBuf;
 use crate::bench::run::{POLL, Shared};
+use crate::bench::schedule::Schedule;
 use crate::protocol::frame;
 use crate::wakeup::Wakeup;
 
@@ -189,26 +191,66 @@ pub async fn echo_client(
             continue;
         }
         conn.flush().await?;
-        if conn.fill().await? == 0 {
-            return Err(client::closed());
-        }
-        let now = shared.now_ns();
-        let (len, n) = complete_frames(&conn.rbuf).ok_or_else(|| client::invalid("raw echo"))?;
-        let mut at = 0;
-        for _ in 0..n {
-            let body = &conn.rbuf[at + LEN..];
-            if let Some(sent) = stamp_of(body)
-                && shared.in_window(sent)
-            {
-                latencies.record_ns(now as i64 - sent as i64);
-            }
-            let flen = u32::from_be_bytes(conn.rbuf[at..at + LEN].try_into().unwrap_or([0; 4]));
-            at += LEN + flen as usize;
-        }
-        conn.rbuf.advance(len);
-        in_flight = in_flight.saturating_sub(n as u64);
-        counters.received.fetch_add(n as u64, Ordering::Relaxed);
+        let n = read_echoes(shared, conn, latencies).await?;
+        in_flight = in_flight.saturating_sub(n);
+        counters.received.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// The echo client at a fixed `--rate`: frames leave on `schedule` (stamped with their intended
+/// send times) from one descriptor while this one reads the echoes, so the figures are the
+/// latency floor of an open-loop load with no broker in the path.
+pub async fn open_loop_echo_client(
+    shared: &Shared,
+    core: usize,
+    mut conn: Conn,
+    schedule: Schedule,
+    latencies: &mut Latencies,
+) -> std::io::Result<()> {
+    let mut writer = conn.split_writer()?;
+    let size = shared.args.size;
+    let encode = |out: &mut BytesMut, due: Range<u64>, schedule: &Schedule| {
+        for i in due {
+            put_frames(out, 1, size, schedule.intended_ns(i));
+        }
+    };
+    let sends = super::latency::send_on_schedule(shared, core, &mut writer, schedule, encode);
+    let echoes = async {
+        loop {
+            let n = read_echoes(shared, &mut conn, latencies).await?;
+            shared.core(core).received.fetch_add(n, Ordering::Relaxed);
+        }
+    };
+    futures_lite::future::try_zip(sends, echoes)
+        .await
+        .map(|_: ((), ())| ())
+}
+
+/// Reads what the socket has, and times each complete echoed frame from the stamp it carries;
+/// returns how many came back.
+async fn read_echoes(
+    shared: &Shared,
+    conn: &mut Conn,
+    latencies: &mut Latencies,
+) -> std::io::Result<u64> {
+    if conn.fill().await? == 0 {
+        return Err(client::closed());
+    }
+    let now = shared.now_ns();
+    let (len, n) = complete_frames(&conn.rbuf).ok_or_else(|| client::invalid("raw echo"))?;
+    let mut at = 0;
+    for _ in 0..n {
+        let body = &conn.rbuf[at + LEN..];
+        if let Some(sent) = stamp_of(body)
+            && shared.in_window(sent)
+        {
+            latencies.record_ns(now as i64 - sent as i64);
+        }
+        let flen = u32::from_be_bytes(conn.rbuf[at..at + LEN].try_into().unwrap_or([0; 4]));
+        at += LEN + flen as usize;
+    }
+    conn.rbuf.advance(len);
+    Ok(n as u64)
 }
 
 /// The ack client: like a publisher, `--pipeline` batches outstanding, one ack per batch.

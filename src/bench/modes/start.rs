@@ -301,15 +301,18 @@ async fn raw_core(shared: &Arc<Shared>, core: usize, addrs: &[SocketAddr]) -> Ta
             break;
         };
         match Conn::connect_plain(addr).await {
-            Ok(c) => conns.push(c),
+            Ok(c) => conns.push((i, c)),
             Err(e) => shared.error(format!("raw connect: {e}")),
         }
     }
     if !ready_and_go(shared).await {
         return Vec::new();
     }
+    if shared.args.rate > 0 {
+        return raw_open_loop(shared, core, conns);
+    }
     let window = (shared.args.window / shared.args.connections.max(1) as u64).max(1);
-    spawn_each(shared, conns, move |s, mut conn| async move {
+    spawn_each(shared, conns, move |s, (_, mut conn)| async move {
         let mut lat = Latencies::new();
         match s.args.raw_reply {
             RawReply::Echo => {
@@ -320,6 +323,27 @@ async fn raw_core(shared: &Arc<Shared>, core: usize, addrs: &[SocketAddr]) -> Ta
         }
         lat
     })
+}
+
+/// Raw echo at `--rate` over all connections, each on its share of the schedule, as the latency
+/// mode's publishers: the open-loop latency floor of this machine.
+fn raw_open_loop(shared: &Arc<Shared>, core: usize, conns: Vec<(usize, Conn)>) -> Tasks {
+    let start = shared.now_ns();
+    let total = shared.args.connections;
+    conns
+        .into_iter()
+        .map(|(i, conn)| {
+            let (rate, offset) = Schedule::share(shared.args.rate, total, i);
+            let schedule = Schedule::new(start + offset as u64, rate);
+            let s = shared.clone();
+            glommio::spawn_local(async move {
+                let mut lat = Latencies::new();
+                let work = raw::open_loop_echo_client(&s, core, conn, schedule, &mut lat);
+                until_stopped(&s, work).await;
+                lat
+            })
+        })
+        .collect()
 }
 
 async fn idle_core(shared: &Arc<Shared>, core: usize) -> Tasks {
