@@ -338,7 +338,7 @@ latency_levels() {
 }
 
 run_matrix() {
-    local cores size batch level
+    local cores size batch
     for cores in "${CORES[@]}"; do
         say "--cores $cores: publish (ephemeral topics, default queue)"
         start_group "$cores"
