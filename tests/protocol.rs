@@ -160,6 +160,59 @@ on_both_core_counts!(
     }
 );
 
+on_both_core_counts!(finish_in_any_order_and_only_by_the_holder, |b: Broker| {
+    let topic = unique("order");
+    let mut c = b.client();
+    c.sub(&topic, "c");
+    let mut p = b.client();
+    p.mpub(&topic, &[b"1", b"2", b"3", b"4"]);
+    c.line("RDY 4");
+    let m: Vec<_> = (0..4).map(|_| c.expect_message()).collect();
+    // Out of delivery order, then once more each: only the first FIN of an ID counts.
+    for i in [2, 0, 2] {
+        c.line(&format!("FIN {}", m[i].id));
+    }
+    c.expect_error(&format!(
+        "E_FIN_FAILED FIN {} failed ID not in flight",
+        m[2].id
+    ));
+    // A REQ'd message comes back with an older ID than one still held; both finish.
+    c.line(&format!("REQ {} 0", m[1].id));
+    let again = c.expect_message();
+    assert_eq!((again.id.as_str(), again.attempts), (m[1].id.as_str(), 2));
+    c.line(&format!("FIN {}", m[1].id));
+    c.line(&format!("FIN {}", m[1].id));
+    c.expect_error(&format!(
+        "E_FIN_FAILED FIN {} failed ID not in flight",
+        m[1].id
+    ));
+
+    // Another consumer of the channel may not FIN, REQ or TOUCH what this one holds.
+    let mut other = b.client();
+    other.sub(&topic, "c");
+    other.line("RDY 1");
+    other.expect_silence(Duration::from_millis(200));
+    let id = &m[3].id;
+    for (cmd, code) in [("FIN", "E_FIN_FAILED"), ("TOUCH", "E_TOUCH_FAILED")] {
+        other.line(&format!("{cmd} {id}"));
+        other.expect_error(&format!(
+            "{code} {cmd} {id} failed client does not own message"
+        ));
+    }
+    other.line(&format!("REQ {id} 0"));
+    other.expect_error(&format!(
+        "E_REQ_FAILED REQ {id} failed client does not own message"
+    ));
+    c.line(&format!("TOUCH {id}"));
+    c.line(&format!("FIN {id}"));
+    c.line("RDY 0");
+    c.line(&format!("FIN {id}"));
+    c.expect_error(&format!("E_FIN_FAILED FIN {id} failed ID not in flight"));
+    // The channel still delivers: to the one consumer that is ready.
+    p.publish(&topic, b"5");
+    assert_eq!(other.expect_message().body, b"5");
+});
+
 on_both_core_counts!(fan_out_and_load_balancing, |b: Broker| {
     let topic = unique("fan");
     let mut a1 = b.client();

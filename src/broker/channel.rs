@@ -331,6 +331,7 @@ impl Channel {
     /// Removes a consumer; its in-flight messages wait for their timeout, as in nsqd.
     pub fn remove_consumer(&mut self, id: ConsumerId) {
         self.consumers.retain(|c| c.info.id != id);
+        self.in_flight.owner_left(id);
         self.closest = (self.consumers.iter())
             .map(|c| c.info.locality)
             .min()
@@ -429,7 +430,7 @@ impl Channel {
             .map(|c| c.info.msg_timeout)
             .unwrap_or(max_msg_timeout);
         self.in_flight
-            .reschedule(msg_id, |f| {
+            .reschedule(id, msg_id, |f| {
                 if f.owner != id {
                     return Err(InFlightError::NotOwner);
                 }
@@ -445,7 +446,7 @@ impl Channel {
     /// Moves expired in-flight messages back to the queue and due deferred messages into it.
     /// Returns true if anything moved.
     pub fn process_timers(&mut self, now: Instant) -> bool {
-        if self.in_flight.scheduled() == 0 && self.deferred.is_empty() {
+        if !self.in_flight.has_deadlines() && self.deferred.is_empty() {
             // No deadline of any kind: an idle channel costs the periodic scan one check.
             return false;
         }

@@ -1,16 +1,16 @@
-//! A channel's in-flight messages and their deadlines.
+//! In-flight messages that arrived out of their consumer's delivery order: TOUCHed ones,
+//! redeliveries of requeued or timed-out messages (older IDs than what the consumer already
+//! holds), and any whose deadline does not follow the consumer's previous one. Most messages
+//! never come here (see [`super::ring`]); these are found by ID through a map.
 //!
-//! Every delivery inserts an entry and schedules a deadline; almost every entry is then
-//! finished long before that deadline. Two costs dominate such a table under load: hashing a
-//! large value in and out of a map, and forgetting deadlines of finished messages. Here the
-//! entries live in a slab (reused slots, so it stays as large as what is in flight and warm in
-//! cache) and the map only holds slot numbers. A deadline names its slot and the slot's
-//! generation; finishing a message bumps the generation, so a finished message's deadline is
-//! recognised as stale by one array read, no hashing.
+//! Two costs dominate such a table: hashing a value in and out of a map, and forgetting
+//! deadlines of finished messages. The entries live in a slab (reused slots, so it stays as
+//! large as what is in flight) and the map only holds slot numbers. A deadline names its slot
+//! and the slot's generation; finishing a message bumps the generation, so a finished
+//! message's deadline is recognised as stale by one array read, no hashing.
 //!
-//! A delivery's deadline is `now + msg_timeout`, and a consumer's timeout is fixed after
-//! IDENTIFY, so deliveries made with one timeout come due in the order they were made: a FIFO
-//! per timeout value takes them in O(1). TOUCH deadlines (capped at delivery +
+//! Deliveries made with one msg_timeout come due in the order they were made: a FIFO per
+//! timeout value takes them in O(1). TOUCH deadlines (capped at delivery +
 //! `max_msg_timeout`) and a rare out-of-order one go to a binary heap. Stale deadlines at the
 //! front of a FIFO are dropped as new ones arrive, and everything is compacted once stale
 //! deadlines outnumber live ones, so memory follows what is in flight, not throughput.
@@ -22,27 +22,12 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::channel::ConsumerId;
-use super::message::{Message, MessageId};
+use super::InFlight;
+use crate::broker::channel::ConsumerId;
+use crate::broker::message::MessageId;
 
 /// Stale deadlines tolerated beyond twice the live count before a full compaction.
 pub const STALE_SLACK: usize = 1024;
-
-/// A delivered message waiting for FIN, REQ, TOUCH or its deadline.
-#[derive(Debug)]
-pub struct InFlight {
-    /// The message as delivered (attempts already counted).
-    pub msg: Message,
-    /// Who holds it.
-    pub owner: ConsumerId,
-    /// When it times out.
-    pub deadline: Instant,
-    /// When it was delivered (TOUCH may not extend past this + `max_msg_timeout`).
-    pub delivered_at: Instant,
-    /// Whether the body has an allocation of its own, from a TOUCH or a settle pass (see
-    /// [`Message::detach_body`]).
-    pub detached: bool,
-}
 
 /// A scheduled deadline: the slot it belongs to and the slot's generation when scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,9 +43,9 @@ struct Slot {
     entry: Option<InFlight>,
 }
 
-/// In-flight messages by ID, with their deadlines; see the module comment.
+/// Out-of-order in-flight messages by ID, with their deadlines; see the module comment.
 #[derive(Debug, Default)]
-pub struct InFlightTable {
+pub struct ScatteredTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
     index: FxHashMap<MessageId, u32>,
@@ -69,20 +54,15 @@ pub struct InFlightTable {
     /// TOUCHed and out-of-order deadlines.
     heap: BinaryHeap<Reverse<Deadline>>,
     scheduled: usize,
-    /// The `delivered_before` of the last [`InFlightTable::settle`]: deliveries before it
+    /// The `delivered_before` of the last [`ScatteredTable::settle`]: deliveries before it
     /// were settled then.
     settled_before: Option<Instant>,
 }
 
-impl InFlightTable {
+impl ScatteredTable {
     /// Messages in flight.
     pub fn len(&self) -> usize {
         self.index.len()
-    }
-
-    /// Whether nothing is in flight.
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
     }
 
     /// Deadlines held, live or stale (bounded by about twice [`Self::len`]).
@@ -97,8 +77,22 @@ impl InFlightTable {
     }
 
     /// Records a delivery, due at `entry.deadline`; `timeout` is the consumer's msg_timeout
-    /// (it picks the FIFO). A message already in flight under the same ID is replaced.
+    /// (it picks the FIFO). A message already in flight here under the same ID is replaced.
     pub fn insert(&mut self, timeout: Duration, entry: InFlight) {
+        let deadline = self.occupy(entry);
+        self.schedule_delivery(timeout, deadline);
+    }
+
+    /// Records a TOUCHed message: its deadline is its own, not delivery + a timeout.
+    pub fn insert_touched(&mut self, entry: InFlight) {
+        let deadline = self.occupy(entry);
+        self.heap.push(Reverse(deadline));
+        self.scheduled += 1;
+        self.compact_if_stale();
+    }
+
+    /// Puts `entry` in a slot and indexes it; returns the deadline to schedule.
+    fn occupy(&mut self, entry: InFlight) -> Deadline {
         let at = entry.deadline;
         let slot = match self.free.pop() {
             Some(slot) => slot,
@@ -107,19 +101,18 @@ impl InFlightTable {
                 u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 in flight")
             }
         };
-        // One hash operation per delivery; a message already in flight under this ID (not
+        // One hash operation per entry; a message already in flight under this ID (not
         // reachable through the protocol) gives its slot back.
         if let Some(old) = self.index.insert(entry.msg.id, slot) {
             self.release(old);
         }
         let s = &mut self.slots[slot as usize];
         s.entry = Some(entry);
-        let deadline = Deadline {
+        Deadline {
             at,
             slot,
             generation: s.generation,
-        };
-        self.schedule_delivery(timeout, deadline);
+        }
     }
 
     /// Removes `id` if `owner` holds it: `Ok(None)` if it is not in flight, `Err(())` if
@@ -306,7 +299,7 @@ impl InFlightTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::message::hex_id;
+    use crate::broker::message::{Message, hex_id};
     use bytes::Bytes;
 
     const A: ConsumerId = ConsumerId { shard: 0, conn: 1 };
@@ -330,7 +323,7 @@ mod tests {
     fn expires_in_deadline_order_across_fifos_and_touches() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut t = InFlightTable::default();
+        let mut t = ScatteredTable::default();
         t.insert(s(60), entry(1, A, t0 + s(60)));
         t.insert(s(10), entry(2, A, t0 + s(10)));
         t.insert(s(60), entry(3, B, t0 + s(61)));
@@ -347,14 +340,14 @@ mod tests {
         assert_eq!(ids(t.expire(t0 + s(60))), vec![hex_id(5), hex_id(1)]);
         assert_eq!(t.len(), 1);
         assert_eq!(ids(t.expire(t0 + s(100))), vec![hex_id(3)]);
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
         assert_eq!(t.scheduled(), 0);
     }
 
     #[test]
     fn ownership_and_finished_messages_never_expire() {
         let t0 = Instant::now();
-        let mut t = InFlightTable::default();
+        let mut t = ScatteredTable::default();
         t.insert(Duration::ZERO, entry(1, A, t0));
         t.insert(Duration::ZERO, entry(2, A, t0));
         assert!(t.take_if_owned(&hex_id(1), B).is_err());
@@ -369,13 +362,13 @@ mod tests {
         assert_eq!(ids(t.expire(t0)), vec![hex_id(2)]);
         assert_eq!(t.get(&hex_id(3)).map(|e| e.owner), Some(B));
         assert_eq!(t.drain().count(), 1);
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
     }
 
     #[test]
     fn stale_deadlines_stay_bounded_by_the_live_count() {
         let t0 = Instant::now();
-        let mut t = InFlightTable::default();
+        let mut t = ScatteredTable::default();
         let timeout = Duration::from_secs(60);
         // Finished out of delivery order (every other one lingers for 100 deliveries): front
         // trimming alone cannot keep up, compaction must. TOUCH spam adds heap entries.
@@ -400,6 +393,6 @@ mod tests {
         }
         let live = t.len();
         assert_eq!(t.expire(t0 + Duration::from_secs(3600)).len(), live);
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
     }
 }
