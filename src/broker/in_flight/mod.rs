@@ -206,28 +206,42 @@ impl InFlightTable {
     }
 }
 
+/// Entries for the tables' tests.
 #[cfg(test)]
-mod tests {
+mod test_entries {
     use super::*;
     use crate::broker::message::hex_id;
     use bytes::Bytes;
+
+    /// Message `n` (empty body) held by `owner`, delivered `timeout` before `deadline`.
+    pub fn entry(n: u64, owner: ConsumerId, deadline: Instant, timeout: Duration) -> InFlight {
+        InFlight {
+            msg: Message::new(hex_id(n), 0, Bytes::new()),
+            owner,
+            deadline,
+            delivered_at: deadline - timeout,
+            detached: false,
+        }
+    }
+
+    /// The IDs, in order.
+    pub fn ids(v: Vec<InFlight>) -> Vec<MessageId> {
+        v.into_iter().map(|e| e.msg.id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_entries::ids;
+    use super::*;
+    use crate::broker::message::hex_id;
 
     const A: ConsumerId = ConsumerId { shard: 0, conn: 1 };
     const B: ConsumerId = ConsumerId { shard: 1, conn: 2 };
     const T: Duration = Duration::from_secs(60);
 
     fn entry(n: u64, owner: ConsumerId, deadline: Instant) -> InFlight {
-        InFlight {
-            msg: Message::new(hex_id(n), 0, Bytes::new()),
-            owner,
-            deadline,
-            delivered_at: deadline - T,
-            detached: false,
-        }
-    }
-
-    fn ids(v: Vec<InFlight>) -> Vec<MessageId> {
-        v.into_iter().map(|e| e.msg.id).collect()
+        test_entries::entry(n, owner, deadline, T)
     }
 
     #[test]

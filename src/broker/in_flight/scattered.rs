@@ -298,25 +298,15 @@ impl ScatteredTable {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_entries::ids;
     use super::*;
-    use crate::broker::message::{Message, hex_id};
-    use bytes::Bytes;
+    use crate::broker::message::hex_id;
 
     const A: ConsumerId = ConsumerId { shard: 0, conn: 1 };
     const B: ConsumerId = ConsumerId { shard: 1, conn: 2 };
 
     fn entry(n: u64, owner: ConsumerId, deadline: Instant) -> InFlight {
-        InFlight {
-            msg: Message::new(hex_id(n), 0, Bytes::new()),
-            owner,
-            deadline,
-            delivered_at: deadline,
-            detached: false,
-        }
-    }
-
-    fn ids(v: Vec<InFlight>) -> Vec<MessageId> {
-        v.into_iter().map(|e| e.msg.id).collect()
+        super::super::test_entries::entry(n, owner, deadline, Duration::ZERO)
     }
 
     #[test]
