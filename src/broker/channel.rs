@@ -621,7 +621,7 @@ mod tests {
         // First pass (at t0 + 1 s): everything is new.
         ch.settle(t0 - ms(1));
         assert!(ch.queue.iter().all(|m| shares(&block, m)));
-        let held = |ch: &Channel| ch.in_flight.get(&delivered.id).unwrap().msg.clone();
+        let held = |ch: &Channel| ch.in_flight.get(&delivered.id).unwrap().msg;
         assert!(shares(&block, &held(&ch)));
         // A message queued after it waits for the next pass.
         ch.put(sliced(4), None, 100);

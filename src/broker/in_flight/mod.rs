@@ -21,8 +21,8 @@ use scattered::ScatteredTable;
 
 pub use scattered::STALE_SLACK;
 
-/// A delivered message waiting for FIN, REQ, TOUCH or its deadline.
-#[derive(Debug)]
+/// A delivered message waiting for FIN, REQ, TOUCH or its deadline. A clone shares the body.
+#[derive(Debug, Clone)]
 pub struct InFlight {
     /// The message as delivered (attempts already counted).
     pub msg: Message,
@@ -35,16 +35,6 @@ pub struct InFlight {
     /// Whether the body has an allocation of its own, from a TOUCH or a settle pass (see
     /// [`Message::detach_body`]).
     pub detached: bool,
-}
-
-impl InFlight {
-    /// A copy sharing the body.
-    fn share(&self) -> InFlight {
-        InFlight {
-            msg: self.msg.clone(),
-            ..*self
-        }
-    }
 }
 
 /// In-flight messages with their deadlines; see the module comment.
@@ -83,7 +73,7 @@ impl InFlightTable {
     pub fn get(&self, id: &MessageId) -> Option<InFlight> {
         (self.rings.values())
             .find_map(|r| r.get(id))
-            .or_else(|| self.scattered.get(id).map(InFlight::share))
+            .or_else(|| self.scattered.get(id).cloned())
     }
 
     /// Records a delivery, due at `entry.deadline`; `timeout` is the consumer's msg_timeout.
@@ -110,7 +100,7 @@ impl InFlightTable {
             return Ok(Some(f));
         }
         match self.scattered.take_if_owned(id, owner) {
-            Ok(None) if self.held_in_another_ring(owner, id) => Err(()),
+            Ok(None) if self.other_ring_holding(owner, id).is_some() => Err(()),
             found => found,
         }
     }
@@ -130,7 +120,7 @@ impl InFlightTable {
         } else if self.scattered.get(id).is_some() {
             None
         } else {
-            Some(*self.rings.iter().find(|(_, r)| r.contains(id))?.0)
+            Some(self.other_ring_holding(owner, id)?)
         };
         let Some(holder) = holder else {
             return self.scattered.reschedule(id, decide);
@@ -156,7 +146,7 @@ impl InFlightTable {
             ring.expire(now, &mut expired);
         }
         self.in_rings -= expired.len() - from_scattered;
-        self.rings.retain(|_, r| !(r.retired && r.slots() == 0));
+        self.rings.retain(|_, r| !r.is_spent());
         expired.sort_unstable_by_key(|a| (a.deadline, a.msg.id));
         expired
     }
@@ -168,7 +158,7 @@ impl InFlightTable {
         for ring in self.rings.values_mut() {
             ring.settle(since, delivered_before);
         }
-        self.scattered.settle(delivered_before);
+        self.scattered.settle(since, delivered_before);
     }
 
     /// The consumer `owner` left: its messages stay in flight until FIN'd (they cannot be
@@ -176,7 +166,7 @@ impl InFlightTable {
     pub fn owner_left(&mut self, owner: ConsumerId) {
         if let Some(ring) = self.rings.get_mut(&owner) {
             ring.retired = true;
-            if ring.slots() == 0 {
+            if ring.is_spent() {
                 self.rings.remove(&owner);
             }
         }
@@ -195,14 +185,17 @@ impl InFlightTable {
         let ring = self.rings.get_mut(&owner)?;
         let f = ring.take(id)?;
         self.in_rings -= 1;
-        if ring.retired && ring.slots() == 0 {
+        if ring.is_spent() {
             self.rings.remove(&owner);
         }
         Some(f)
     }
 
-    fn held_in_another_ring(&self, owner: ConsumerId, id: &MessageId) -> bool {
-        (self.rings.iter()).any(|(o, r)| *o != owner && r.contains(id))
+    /// Who other than `owner` holds `id` in a ring: an error path's search, O(consumers).
+    fn other_ring_holding(&self, owner: ConsumerId, id: &MessageId) -> Option<ConsumerId> {
+        (self.rings.iter())
+            .find(|(o, r)| **o != owner && r.contains(id))
+            .map(|(o, _)| *o)
     }
 }
 

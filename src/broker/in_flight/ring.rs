@@ -109,6 +109,11 @@ impl DeliveryRing {
         self.entries.len()
     }
 
+    /// Whether the ring can go: its consumer left and nothing is held.
+    pub(super) fn is_spent(&self) -> bool {
+        self.retired && self.entries.is_empty()
+    }
+
     /// Appends `f` if it keeps the ring in ID and deadline order under one timeout;
     /// otherwise hands it back.
     pub(super) fn try_push(&mut self, timeout: Duration, f: InFlight) -> Result<(), InFlight> {

@@ -54,9 +54,6 @@ pub struct ScatteredTable {
     /// TOUCHed and out-of-order deadlines.
     heap: BinaryHeap<Reverse<Deadline>>,
     scheduled: usize,
-    /// The `delivered_before` of the last [`ScatteredTable::settle`]: deliveries before it
-    /// were settled then.
-    settled_before: Option<Instant>,
 }
 
 impl ScatteredTable {
@@ -86,9 +83,7 @@ impl ScatteredTable {
     /// Records a TOUCHed message: its deadline is its own, not delivery + a timeout.
     pub fn insert_touched(&mut self, entry: InFlight) {
         let deadline = self.occupy(entry);
-        self.heap.push(Reverse(deadline));
-        self.scheduled += 1;
-        self.compact_if_stale();
+        self.schedule_own(deadline);
     }
 
     /// Puts `entry` in a slot and indexes it; returns the deadline to schedule.
@@ -159,10 +154,15 @@ impl ScatteredTable {
             slot,
             generation: s.generation,
         };
+        self.schedule_own(deadline);
+        Some(Ok(()))
+    }
+
+    /// Schedules a deadline that does not follow delivery order (a TOUCH's) on the heap.
+    fn schedule_own(&mut self, deadline: Deadline) {
         self.heap.push(Reverse(deadline));
         self.scheduled += 1;
         self.compact_if_stale();
-        Some(Ok(()))
     }
 
     /// Removes and returns every message whose deadline has passed at `now`, earliest first.
@@ -196,12 +196,11 @@ impl ScatteredTable {
         expired
     }
 
-    /// Gives each message delivered before `delivered_before`, and not at the previous call's,
-    /// a body of its own (see [`crate::broker::settle`]). A FIFO is in delivery order (its
-    /// deadlines are delivery + its timeout), so only that slice of each FIFO is looked at;
-    /// a TOUCHed message (on the heap) was detached by its TOUCH.
-    pub fn settle(&mut self, delivered_before: Instant) {
-        let since = self.settled_before.replace(delivered_before);
+    /// Gives each message delivered in `[since, delivered_before)` (from the start without
+    /// `since`) a body of its own (see [`crate::broker::settle`]). A FIFO is in delivery
+    /// order (its deadlines are delivery + its timeout), so only that slice of each FIFO is
+    /// looked at; a TOUCHed message (on the heap) was detached by its TOUCH.
+    pub fn settle(&mut self, since: Option<Instant>, delivered_before: Instant) {
         let Self { fifos, slots, .. } = self;
         for (timeout, fifo) in fifos.iter() {
             let hi = fifo.partition_point(|d| d.at < delivered_before + *timeout);
